@@ -1,0 +1,39 @@
+"""pyclm: cluster membership for Python.
+
+Numbered, agreed membership views; one primary component chosen by a quorum policy;
+a sans-IO core (:class:`Membership`) driven by an anyio runtime (:class:`Node`) or by
+the deterministic simulator (:mod:`pyclm.sim`).
+"""
+
+from .config import MAX_CLUSTER_SIZE, ConnectivitySource, MembershipConfig, TimingConfig
+from .core import GROUP, Membership
+from .errors import ConfigError, PyclmError, UsageError
+from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
+from .ids import Member, View, ViewId
+from .runtime import Node
+from .voting import QuorumConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GROUP",
+    "MAX_CLUSTER_SIZE",
+    "ConfigError",
+    "ConnectivitySource",
+    "Event",
+    "Member",
+    "Membership",
+    "MembershipConfig",
+    "Node",
+    "PrimaryFormed",
+    "PrimaryLost",
+    "PyclmError",
+    "QuorumConfig",
+    "Stopped",
+    "TimingConfig",
+    "UsageError",
+    "View",
+    "ViewId",
+    "ViewInstalled",
+    "__version__",
+]

@@ -1,0 +1,677 @@
+"""The sans-IO membership core: one node's protocol state machine.
+
+Theory of operation
+-------------------
+A core is driven by four kinds of input, each carrying ``now`` (float seconds, any
+monotonic origin): datagrams (:meth:`receive_datagram`), its timer
+(:meth:`handle_timer`), external connectivity (:meth:`set_reachable`) and API calls
+(:meth:`leave`).  After every input the driver drains, **in this order**:
+
+1. :meth:`writes_to_persist` - make each write durable;
+2. :meth:`datagrams_to_send` - send them;
+3. :meth:`next_event` until it returns None;
+4. :meth:`get_timer` - the one absolute deadline at which to call :meth:`handle_timer`.
+
+Liveness.  Every ``heartbeat_interval`` the core multicasts a heartbeat carrying its
+current view id, the version of its row and a digest of the rows it holds.  A node is
+*trusted* while its datagrams keep arriving (the failure detector sweeps at every
+heartbeat tick) or, in external mode, while the outside world says it is reachable.
+
+Connectivity.  The trusted members form this node's *row*.  When the row changes its
+version grows and the row rides on the next heartbeat; a receiver that sees a newer
+version than it holds, without the row, pulls it.  Rows of nodes a neighbour cannot
+hear reach it through the knowledge digest: two neighbours whose digests keep
+differing exchange version vectors and the rows one of them lacks (anti-entropy).  See
+:mod:`pyclm.connectivity` for the rule that turns the rows into components.
+
+View agreement.  When the rows settle, the core computes its component.  If that
+differs from its view and this node has the lowest id in it, it proposes a view with a
+new epoch (after persisting the epoch, so no view id is ever reused).  A member accepts
+a proposal only if it matches its own computation and its epoch is higher than every
+epoch it accepted before (persisted before acking).  The coordinator installs when
+every member acked, and sends the gathered quorum states on the install message.
+Proposals and acks are retransmitted every heartbeat interval until installed or
+superseded.  Two nodes never install the same view id with different members, and each
+node installs strictly increasing epochs, across restarts too.
+
+Quorum.  After a view is installed the quorum policy (:mod:`pyclm.voting`) decides
+whether it is primary; that is a separate event.  A primary node that computes a
+component other than its view stops acting as primary at once (``PrimaryLost``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter, deque
+from collections.abc import Mapping
+from typing import Any
+
+from . import wire
+from .config import ConnectivitySource, MembershipConfig
+from .connectivity import Component, ConnectivityMatrix
+from .detector import FailureDetector, TimeoutDetector
+from .errors import UsageError
+from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
+from .ids import MAX_INCARNATION, Member, View, ViewId
+from .storage import MembershipRecord, StorageWrite
+from .voting import FormPrimary, LosePrimary, QuorumConfig, QuorumPolicy, SendQuorum, WriteState, make_policy
+
+log = logging.getLogger("pyclm.core")
+
+
+class _Group:
+    """The destination "every node of the group" (multicast); transports map it."""
+
+    def __repr__(self) -> str:
+        return "GROUP"
+
+
+GROUP: Any = _Group()
+
+_TOMBSTONE_VERSION = 2**32 - 1
+_MISMATCH_LIMIT = 3
+
+
+def _node_id(member: Member) -> int:
+    return member.node_id
+
+
+class _Peer:
+    __slots__ = ("addr", "incarnation", "left", "member", "mismatch", "reachable", "trusted", "view_id")
+
+    def __init__(self, incarnation: int, addr: Any) -> None:
+        self.incarnation = incarnation
+        self.member = Member(0, 0)  # set with the incarnation (see _Peer.set_incarnation)
+        self.addr = addr
+        self.trusted = False
+        self.left = -1  # highest incarnation that left gracefully
+        self.reachable: bool | None = None  # external input; None = no opinion
+        self.view_id: ViewId | None = None
+        self.mismatch = 0
+
+    def set_incarnation(self, node_id: int, incarnation: int) -> None:
+        self.incarnation = incarnation
+        if incarnation >= 0:
+            self.member = Member(node_id, incarnation)
+
+
+class Membership:
+    """One node's membership protocol, without I/O.  See the module docstring for the call contract."""
+
+    def __init__(
+        self,
+        config: MembershipConfig,
+        quorum: QuorumConfig,
+        *,
+        stored: Mapping[str, bytes],
+        wall_clock_ns: int,
+        now: float,
+        rng: random.Random,
+        detector: FailureDetector | None = None,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self._timing = config.timing
+        self._external = config.connectivity is ConnectivitySource.EXTERNAL
+        self._rng = rng
+        self._detector: FailureDetector = detector or TimeoutDetector(config.timing.suspect_timeout)
+        record = MembershipRecord.decode(stored["membership"]) if "membership" in stored else None
+        previous = record.incarnation if record else -1
+        self.incarnation = min(max(previous + 1, wall_clock_ns), MAX_INCARNATION)
+        self.me = Member(self.node_id, self.incarnation)
+        self._accepted = ViewId(record.max_epoch, record.max_coordinator) if record and record.max_epoch else None
+        self._max_epoch_seen = record.max_epoch if record else 0
+        self.policy: QuorumPolicy = make_policy(quorum, self.node_id, stored.get("quorum"))
+        self.counters: Counter[str] = Counter()
+
+        self._writes: list[StorageWrite] = []
+        self._datagrams: list[tuple[bytes, Any]] = []
+        self._events: deque[Event] = deque()
+        self._persist()  # the new incarnation is durable before the first datagram
+
+        self._peers: dict[int, _Peer] = {}
+        self._matrix = ConnectivityMatrix()
+        self._row_version = 0
+        self._row = wire.Row(self.node_id, self.incarnation, 0, (self.me,))
+        self._matrix.offer(self._row)
+        self._row_pending = False  # the row still has to ride on a periodic heartbeat
+        # Until the start-up grace ends our row is not published (heartbeats say version
+        # 0): a row that hears nobody yet would only tell the others we are cut off.
+        self._publishing = False
+        self._knowledge = 0
+
+        self.view: View | None = None
+        self.primary_number: int | None = None
+        self._install_states: tuple[tuple[int, bytes], ...] = ()
+        self._pending: View | None = None  # accepted, not yet installed
+        self._proposal: View | None = None  # ours, as coordinator
+        self._acks: dict[int, bytes] = {}
+        self._stopped = False
+        self._view_spent = False  # we dropped primary in this view: it needs replacing
+
+        self._started = now
+        grace = config.timing.heartbeat_interval if self._external else config.timing.suspect_timeout
+        self._settle_at: float | None = now + grace
+        self._retry_at: float | None = None
+        self._row_flush_at: float | None = None
+        self._announce_at: float | None = None
+        self._tick_at = now + config.timing.heartbeat_interval * rng.uniform(0.5, 1.0)
+        self._send_heartbeat(wire_row=False)
+
+    # ------------------------------------------------------------------ outputs
+
+    def writes_to_persist(self) -> list[StorageWrite]:
+        """Storage writes to make durable, in order, before sending anything else."""
+        out, self._writes = self._writes, []
+        return out
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Any]]:
+        """``(data, address)`` pairs; the address is a peer's or :data:`GROUP`."""
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The absolute time at which :meth:`handle_timer` must be called next."""
+        if self._stopped:
+            return None
+        deadline = self._tick_at
+        for other in (self._row_flush_at, self._settle_at, self._retry_at, self._announce_at, self.policy.get_timer()):
+            if other is not None and other < deadline:
+                deadline = other
+        return deadline
+
+    @property
+    def is_primary(self) -> bool:
+        return self.primary_number is not None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def trusted(self) -> list[int]:
+        """Node ids this node currently hears (ascending)."""
+        return sorted(n for n, p in self._peers.items() if p.trusted)
+
+    def peer_address(self, node_id: int) -> Any:
+        peer = self._peers.get(node_id)
+        return peer.addr if peer else None
+
+    # ------------------------------------------------------------------ inputs
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """Feed one datagram.  Anything that is not a valid message is dropped and counted."""
+        if self._stopped:
+            return
+        message = wire.decode(data)
+        if type(message) is wire.Dropped:
+            self._count("rx_dropped_" + message.reason)
+            return
+        assert not isinstance(message, wire.Dropped)
+        self.counters["rx"] += 1
+        header = message.header
+        sender = header.sender
+        if sender == self.node_id:
+            self._count("rx_own" if header.incarnation == self.incarnation else "rx_dropped_same_id")
+            return
+        peer = self._peers.get(sender)
+        if peer is None:
+            peer = self._peers[sender] = _Peer(-1, addr)
+            peer.set_incarnation(sender, header.incarnation)
+        restarted = False
+        if header.incarnation != peer.incarnation:
+            if header.incarnation < peer.incarnation:
+                self._count("rx_dropped_stale_incarnation")
+                return
+            restarted = self._new_incarnation(sender, peer, header.incarnation)
+        if header.incarnation <= peer.left:
+            self._count("rx_dropped_departed")
+            return
+        peer.addr = addr
+        self._detector.heard(sender, now)
+        if not peer.trusted and self._may_trust(peer):
+            peer.trusted = True
+            self._row_changed(now)
+        elif restarted:
+            self._row_changed(now)
+        kind = type(message)
+        if kind is wire.Heartbeat:
+            self._on_heartbeat(peer, message, now)  # type: ignore[arg-type]
+        elif kind is wire.Propose:
+            self._on_propose(peer, message, now)  # type: ignore[arg-type]
+        elif kind is wire.Ack:
+            self._on_ack(peer, message, now)  # type: ignore[arg-type]
+        elif kind is wire.Nack:
+            self._on_nack(message, now)  # type: ignore[arg-type]
+        elif kind is wire.Install:
+            self._on_install(message, now)  # type: ignore[arg-type]
+        elif kind is wire.Leave:
+            self._on_leave(sender, peer, now)
+        elif kind is wire.Pull:
+            self._on_pull(peer, message)  # type: ignore[arg-type]
+        elif kind is wire.Rows:
+            self._on_rows(message.rows, now)  # type: ignore[union-attr]
+        elif kind is wire.QuorumMessage:
+            self._on_quorum(message, now)  # type: ignore[arg-type]
+
+    def handle_timer(self, now: float) -> None:
+        """Call at (or after) the time :meth:`get_timer` gave."""
+        if self._stopped:
+            return
+        if now >= self._tick_at:
+            self._tick(now)
+        if self._row_flush_at is not None and now >= self._row_flush_at:
+            self._flush_row(now)
+        if self._announce_at is not None and now >= self._announce_at:
+            self._announce_at = None
+            self._send_heartbeat(wire_row=self._publishing)
+        if self._settle_at is not None and now >= self._settle_at:
+            self._settle_at = None
+            self._recompute(now)
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry(now)
+        policy_at = self.policy.get_timer()
+        if policy_at is not None and now >= policy_at:
+            self.policy.handle_timer(now)
+            self._drain_policy(now)
+
+    def set_reachable(self, node_id: int, reachable: bool, now: float) -> None:
+        """External connectivity: ``node_id`` is (un)reachable from here.
+
+        In external mode this is the only source of trust (a node must also have been
+        heard once, to learn its incarnation).  In heartbeat mode "unreachable" suspects
+        the node at once and "reachable" hands the decision back to the detector.
+        """
+        if self._stopped or node_id == self.node_id:
+            return
+        peer = self._peers.get(node_id)
+        if peer is None:
+            if not reachable:
+                return
+            peer = self._peers[node_id] = _Peer(-1, None)
+        peer.reachable = reachable if (reachable is False or self._external) else None
+        trust = self._may_trust(peer) and (self._external or peer.trusted)
+        if trust != peer.trusted:
+            peer.trusted = trust
+            self._row_changed(now)
+        elif reachable and self._external and not trust:
+            # It can reach us but we do not know its current life (new, restarted, or it
+            # rejoined while cut off): nobody would multicast otherwise, so introduce
+            # ourselves once this round of inputs is over (one heartbeat, not one per node).
+            self._announce_at = now
+
+    def leave(self, now: float) -> None:
+        """Leave the cluster gracefully: tell the group, then stop.  Drain outputs once more."""
+        if self._stopped:
+            raise UsageError("this core already left; create a new one (a new incarnation) to rejoin")
+        leave = wire.encode_leave(self.node_id, self.incarnation)
+        self._datagrams.append((leave, GROUP))
+        self._datagrams.append((leave, GROUP))  # a second copy: cheap insurance against one loss
+        self._stopped = True
+        self._events.append(Stopped())
+
+    # ------------------------------------------------------------------ liveness and rows
+
+    def _may_trust(self, peer: _Peer) -> bool:
+        if peer.incarnation < 0 or peer.incarnation <= peer.left or peer.addr is None:
+            return False
+        if self._external:
+            return peer.reachable is True
+        return peer.reachable is not False
+
+    def _new_incarnation(self, node_id: int, peer: _Peer, incarnation: int) -> bool:
+        """``node_id`` restarted; say whether our row must change (it trusted the old life)."""
+        peer.set_incarnation(node_id, incarnation)
+        peer.view_id = None
+        peer.mismatch = 0
+        self._detector.forget(node_id)
+        # The old life's row says nothing about the new one: until the new row comes,
+        # the node gets the benefit of the doubt (see pyclm.connectivity).
+        self._matrix.forget(node_id)
+        was_trusted = peer.trusted
+        peer.trusted = False
+        return was_trusted
+
+    def _row_changed(self, now: float) -> None:
+        """Whom we trust changed: publish a new row soon (changes within ``settle_delay`` coalesce)."""
+        if self._row_flush_at is None:
+            self._row_flush_at = now + self._timing.settle_delay
+
+    def _flush_row(self, now: float, *, publish: bool = False) -> None:
+        self._row_flush_at = None
+        members = [self.me]
+        members.extend(p.member for p in self._peers.values() if p.trusted)
+        entries = tuple(sorted(members, key=_node_id))
+        if not (publish or (self._publishing and entries != self._row.entries)):
+            if not self._publishing:
+                self._row = wire.Row(self.node_id, self.incarnation, 0, entries)
+            return
+        self._publishing = True
+        self._row_version += 1
+        self._row = wire.Row(self.node_id, self.incarnation, self._row_version, entries)
+        self._matrix.offer(self._row)
+        self._row_pending = True
+        self._matrix_changed(now)
+        self._send_heartbeat(wire_row=True)
+
+    def _matrix_changed(self, now: float) -> None:
+        if self._settle_at is None:
+            self._settle_at = now + self._timing.settle_delay
+
+    def _tick(self, now: float) -> None:
+        interval = self._timing.heartbeat_interval
+        self._tick_at = max(self._tick_at + interval, now + interval / 2)
+        if not self._external:
+            trusted = [n for n, p in self._peers.items() if p.trusted]
+            suspects = self._detector.suspects(trusted, now)
+            if suspects:
+                for node_id in suspects:
+                    self._peers[node_id].trusted = False
+                self._count("suspected", len(suspects))
+                self._row_changed(now)
+            self._send_heartbeat(wire_row=self._row_pending)
+        else:
+            # Nobody needs our heartbeats to judge liveness: gossip the digests to one
+            # neighbour, so the cost stays linear in the cluster size.
+            trusted = [n for n, p in self._peers.items() if p.trusted]
+            if trusted:
+                target = self._peers[self._rng.choice(sorted(trusted))].addr
+                self._send_heartbeat(wire_row=self._row_pending, to=target)
+            if self._unsettled():
+                # Nobody multicasts periodically here: tell our coordinator directly.
+                coordinator = self._peers.get(self._component()[0].node_id)
+                if coordinator is not None and coordinator.trusted:
+                    self._send_heartbeat(wire_row=False, to=coordinator.addr)
+        self._row_pending = False
+
+    def _unsettled(self) -> bool:
+        """We need a new view from our coordinator and are waiting for nothing."""
+        if self._pending is not None or self._settle_at is not None or self.view is None:
+            return False
+        component = self._component()
+        return (component != self.view.members or self._view_spent) and component[0].node_id != self.node_id
+
+    def _send_heartbeat(self, *, wire_row: bool, to: Any = GROUP) -> None:
+        row: wire.Row | None = self._row if wire_row else None
+        if row is not None and wire.HEARTBEAT_OVERHEAD + row.encoded_size > self.config.max_datagram:
+            self._count("tx_row_too_large")
+            row = None
+        view_id = self.view.view_id if self.view else None
+        data = wire.encode_heartbeat(
+            self.node_id, self.incarnation, view_id, self._row.version, self._knowledge, row, self._unsettled()
+        )
+        self._datagrams.append((data, to))
+
+    def _on_heartbeat(self, peer: _Peer, hb: wire.Heartbeat, now: float) -> None:
+        peer.view_id = hb.view_id
+        sender = hb.header.sender
+        if hb.unsettled and self._proposal is None and self._settle_at is None:
+            # A member of our component needs a new view although we saw no change (it
+            # moved on, or stopped acting as primary in our view): propose again.
+            component = self._component()
+            if component[0].node_id == self.node_id and Member(sender, hb.header.incarnation) in component:
+                self._count("reproposed_unsettled")
+                self._propose(component, now)
+        if hb.row is not None:
+            if self._matrix.offer(hb.row):
+                self._matrix_changed(now)
+        elif hb.row_version:  # version 0: the sender has published no row yet
+            held = self._matrix.get(sender)
+            if held is None or held.key < (hb.header.incarnation, hb.row_version):
+                self._pull(peer, want_all=False, origins=[sender])
+        if hb.knowledge != self._knowledge and peer.trusted and self._settle_at is None:
+            peer.mismatch += 1
+            if peer.mismatch >= _MISMATCH_LIMIT:
+                peer.mismatch = 0
+                self._pull(peer, want_all=True, origins=sorted(self._matrix.region(self.node_id)))
+        else:
+            peer.mismatch = 0
+
+    def _pull(self, peer: _Peer, *, want_all: bool, origins: list[int]) -> None:
+        versions = []
+        for origin in origins:
+            row = self._matrix.get(origin)
+            versions.append((origin, row.incarnation, row.version) if row else (origin, 0, 0))
+        limit = (self.config.max_datagram - wire.HEADER_SIZE - 3) // 16
+        data = wire.encode_pull(self.node_id, self.incarnation, want_all, tuple(versions[:limit]))
+        self._datagrams.append((data, peer.addr))
+        self._count("tx_pull")
+
+    def _on_pull(self, peer: _Peer, pull: wire.Pull) -> None:
+        theirs = {origin: (inc, version) for origin, inc, version in pull.versions}
+        origins = sorted(self._matrix.region(self.node_id)) if pull.want_all else sorted(theirs)
+        rows = []
+        for origin in origins:
+            row = self._matrix.get(origin)
+            if origin == self.node_id and not self._publishing:
+                continue
+            if row is not None and row.key > theirs.get(origin, (-1, -1)):
+                rows.append(row)
+        self._send_rows(rows, peer.addr)
+
+    def _send_rows(self, rows: list[wire.Row], addr: Any) -> None:
+        budget = self.config.max_datagram - wire.HEADER_SIZE - 2
+        batch: list[wire.Row] = []
+        used = 0
+        for row in rows:
+            if row.encoded_size > budget:
+                self._count("tx_row_too_large")
+                continue
+            if used + row.encoded_size > budget:
+                self._datagrams.append((wire.encode_rows(self.node_id, self.incarnation, tuple(batch)), addr))
+                batch, used = [], 0
+            batch.append(row)
+            used += row.encoded_size
+        if batch:
+            self._datagrams.append((wire.encode_rows(self.node_id, self.incarnation, tuple(batch)), addr))
+
+    def _on_rows(self, rows: tuple[wire.Row, ...], now: float) -> None:
+        changed = False
+        for row in rows:
+            if row.origin == self.node_id:
+                continue  # nobody knows our row better than we do
+            changed |= self._matrix.offer(row)
+        if changed:
+            self._matrix_changed(now)
+
+    def _on_leave(self, sender: int, peer: _Peer, now: float) -> None:
+        peer.left = max(peer.left, peer.incarnation)
+        self._detector.forget(sender)
+        # A tombstone row: the departed life hears nobody, whatever stale rows say.
+        self._matrix.offer(wire.Row(sender, peer.incarnation, _TOMBSTONE_VERSION, ()))
+        self._matrix_changed(now)
+        if peer.trusted:
+            peer.trusted = False
+            self._row_changed(now)
+
+    # ------------------------------------------------------------------ view agreement
+
+    def _component(self) -> Component:
+        component = self._matrix.component_of(self.node_id)
+        assert component is not None  # our own row is always in the matrix
+        return component
+
+    def _recompute(self, now: float) -> None:
+        if not self._publishing or self._row_flush_at is not None:
+            self._flush_row(now, publish=not self._publishing)
+        self._knowledge = wire.row_digest(
+            row for origin in self._matrix.region(self.node_id) if (row := self._matrix.get(origin)) is not None
+        )
+        component = self._component()
+        view = self.view
+        if self.is_primary and (view is None or view.members != component):
+            # Our view is broken: stop acting as primary now, not when the next view is in.
+            # The view is spent even if the component comes back: only a new view re-forms.
+            self.primary_number = None
+            self._view_spent = True
+            assert view is not None
+            self._events.append(PrimaryLost(view_id=view.view_id))
+        if view is not None and view.members == component and not self._view_spent:
+            self._proposal = None
+            return
+        if component[0].node_id != self.node_id:
+            self._proposal = None  # somebody else coordinates this component
+            return
+        if self._proposal is not None and self._proposal.members == component:
+            return  # already in flight
+        self._propose(component, now)
+
+    def _propose(self, component: Component, now: float) -> None:
+        epoch = max(self._max_epoch_seen, self._accepted.epoch if self._accepted else 0) + 1
+        view = View(ViewId(epoch, self.node_id), component)
+        self._accept(view.view_id)
+        self._count("proposed")
+        if len(component) == 1:
+            self._proposal = None
+            self._install(view, ((self.node_id, self.policy.ack_state()),), now)
+            return
+        self._proposal = view
+        self._acks = {self.node_id: self.policy.ack_state()}
+        data = wire.encode_propose(self.node_id, self.incarnation, view.view_id, component)
+        for member in component[1:]:
+            self._datagrams.append((data, self._peers[member.node_id].addr))
+        self._retry_at = now + self._timing.heartbeat_interval
+
+    def _accept(self, view_id: ViewId) -> None:
+        self._accepted = view_id
+        self._pending = None  # an older accepted proposal may never be installed now
+        self._max_epoch_seen = max(self._max_epoch_seen, view_id.epoch)
+        self._persist()
+
+    def _persist(self) -> None:
+        accepted = self._accepted or ViewId(0, 0)
+        record = MembershipRecord(self.incarnation, accepted.epoch, accepted.coordinator)
+        self._writes.append(StorageWrite("membership", record.encode()))
+
+    def _on_propose(self, peer: _Peer, propose: wire.Propose, now: float) -> None:
+        if self._row_flush_at is not None:
+            self._flush_row(now)  # judge the proposal with our freshest row
+        view_id = propose.view_id
+        self._max_epoch_seen = max(self._max_epoch_seen, view_id.epoch)
+        if view_id == self._accepted:
+            if self._pending is not None and self._pending.view_id == view_id:
+                self._send_ack(peer.addr, view_id)  # our ack was lost
+            return
+        if self._accepted is not None and view_id.epoch <= self._accepted.epoch:
+            self._count("proposal_stale")
+            data = wire.encode_nack(self.node_id, self.incarnation, view_id, self._accepted.epoch)
+            self._datagrams.append((data, peer.addr))
+            return
+        if propose.members != self._component():
+            self._count("proposal_mismatch")
+            return  # the coordinator retries; our matrices converge meanwhile
+        self._accept(view_id)
+        self._pending = View(view_id, propose.members)
+        self._proposal = None
+        self._send_ack(peer.addr, view_id)
+        self._retry_at = now + self._timing.heartbeat_interval
+
+    def _send_ack(self, addr: Any, view_id: ViewId) -> None:
+        data = wire.encode_ack(self.node_id, self.incarnation, view_id, self.policy.ack_state())
+        self._datagrams.append((data, addr))
+
+    def _on_ack(self, peer: _Peer, ack: wire.Ack, now: float) -> None:
+        sender = ack.header.sender
+        proposal = self._proposal
+        if proposal is not None and ack.view_id == proposal.view_id:
+            if Member(sender, ack.header.incarnation) not in proposal.members:
+                return
+            self._acks[sender] = ack.state
+            if len(self._acks) == len(proposal.members):
+                states = tuple(sorted(self._acks.items()))
+                self._proposal = None
+                install = wire.encode_install(self.node_id, self.incarnation, proposal.view_id, states)
+                for member in proposal.members[1:]:
+                    self._datagrams.append((install, self._peers[member.node_id].addr))
+                self._install(proposal, states, now)
+        elif self.view is not None and ack.view_id == self.view.view_id:
+            # The member missed our install message: send it again.
+            install = wire.encode_install(self.node_id, self.incarnation, ack.view_id, self._install_states)
+            self._datagrams.append((install, peer.addr))
+
+    def _on_nack(self, nack: wire.Nack, now: float) -> None:
+        self._max_epoch_seen = max(self._max_epoch_seen, nack.max_epoch)
+        proposal = self._proposal
+        if proposal is not None and nack.view_id == proposal.view_id:
+            self._propose(proposal.members, now)  # again, with an epoch above theirs
+
+    def _on_install(self, install: wire.Install, now: float) -> None:
+        pending = self._pending
+        if pending is None or install.view_id != pending.view_id:
+            return
+        if tuple(node_id for node_id, _ in install.states) != pending.node_ids:
+            self._count("rx_dropped_bad_install")
+            return
+        self._install(pending, install.states, now)
+
+    def _install(self, view: View, states: tuple[tuple[int, bytes], ...], now: float) -> None:
+        previous = self.view
+        self.view = view
+        self._install_states = states
+        self._pending = None
+        if self._proposal is None:
+            self._retry_at = None
+        self.primary_number = None
+        self._view_spent = False
+        old = set(previous.members) if previous else set()
+        new = set(view.members)
+        joined = tuple(sorted(new - old)) if previous else ()
+        left = tuple(sorted(old - new))
+        self._events.append(ViewInstalled(view=view, joined=joined, left=left))
+        self._count("installed")
+        self.policy.view_installed(view, dict(states), now)
+        self._drain_policy(now)
+        # A view change may have happened while rows were still moving: look again.
+        if self._component() != view.members:
+            self._matrix_changed(now)
+
+    def _retry(self, now: float) -> None:
+        self._retry_at = None
+        interval = self._timing.heartbeat_interval
+        if self._proposal is not None:
+            proposal = self._proposal
+            data = wire.encode_propose(self.node_id, self.incarnation, proposal.view_id, proposal.members)
+            for member in proposal.members[1:]:
+                if member.node_id not in self._acks:
+                    self._datagrams.append((data, self._peers[member.node_id].addr))
+            self._retry_at = now + interval
+        if self._pending is not None:
+            peer = self._peers.get(self._pending.view_id.coordinator)
+            if peer is not None and peer.trusted:
+                self._send_ack(peer.addr, self._pending.view_id)
+            self._retry_at = now + interval
+
+    # ------------------------------------------------------------------ quorum policy
+
+    def _on_quorum(self, message: wire.QuorumMessage, now: float) -> None:
+        if self.view is None or message.view_id != self.view.view_id:
+            self._count("rx_quorum_other_view")
+            return
+        self.policy.receive(message.header.sender, message.view_id, message.payload, now)
+        self._drain_policy(now)
+
+    def _drain_policy(self, now: float) -> None:
+        for action in self.policy.pop_actions():
+            if isinstance(action, WriteState):
+                self._writes.append(StorageWrite("quorum", action.data))
+            elif isinstance(action, SendQuorum):
+                view = self.view
+                if view is None:
+                    continue
+                data = wire.encode_quorum(self.node_id, self.incarnation, view.view_id, action.payload)
+                targets = action.to if action.to is not None else view.node_ids
+                for node_id in targets:
+                    if node_id != self.node_id and node_id in view:
+                        self._datagrams.append((data, self._peers[node_id].addr))
+            elif isinstance(action, FormPrimary) and self.view is not None:
+                self.primary_number = action.number
+                self._events.append(PrimaryFormed(view=self.view, number=action.number))
+            elif isinstance(action, LosePrimary) and self.view is not None and self.primary_number is not None:
+                self.primary_number = None
+                self._events.append(PrimaryLost(view_id=self.view.view_id))
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n

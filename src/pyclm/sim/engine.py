@@ -1,0 +1,369 @@
+"""The discrete-event simulator: many cores, one process, virtual time.
+
+The simulator is a driver like the runtime, without asyncio: it owns every core, a
+seeded :class:`NetworkModel` and one :class:`MemoryStorage` per node (kept across
+crashes).  After every input to a core it persists the core's writes, hands its
+datagrams to the network, records its events (checking the invariants on each) and
+re-arms its timer: the same pump as :class:`pyclm.Node`.
+
+In ``oracle`` connectivity the simulator tells every core whom it can reach (from the
+link state and who is running) instead of letting heartbeat silence decide.
+
+Same scenario, same seed: the same records, byte for byte.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ..config import ConnectivitySource, MembershipConfig
+from ..core import GROUP, Membership
+from ..events import PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
+from ..ids import View
+from ..storage import MemoryStorage
+from ..voting import QuorumConfig
+from .checker import InvariantChecker, InvariantViolation
+from .network import NetworkModel
+from .scenario import Scenario, ScenarioEvent
+
+_WALL_CLOCK_ORIGIN_NS = 1_767_225_600 * 10**9  # 2026-01-01: the simulated wall clock at t=0
+
+_DELIVER, _TIMER, _SCENARIO, _MULTICAST = 0, 1, 2, 3
+
+Record = dict[str, Any]
+
+
+class _Copies(list[tuple[float, int]]):
+    """The (arrival time, receiver) pairs of one multicast datagram, ascending."""
+
+    __slots__ = ("src",)
+
+    def __init__(self, src: int) -> None:
+        super().__init__()
+        self.src = src
+
+
+class SimNode:
+    __slots__ = ("core", "node_id", "primary", "storage", "timer_at", "timer_gen", "view")
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.storage = MemoryStorage()
+        self.core: Membership | None = None
+        self.timer_at: float | None = None
+        self.timer_gen = 0
+        self.view: View | None = None
+        self.primary: int | None = None
+
+
+@attrs.frozen
+class SimulationResult:
+    records: list[Record]
+    violation: InvariantViolation | None
+    nodes: dict[int, SimNode]
+    deliveries: int
+    counters: dict[str, int]
+
+
+class Simulator:
+    """Run one scenario.  ``quorum`` overrides the scenario's ``[quorum]`` table."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int | None = None,
+        quorum: QuorumConfig | None = None,
+        on_record: Callable[[Record], None] | None = None,
+        check: bool = True,
+    ) -> None:
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.quorum = quorum or scenario.quorum
+        self.rng = random.Random(self.seed)
+        self.network = NetworkModel(scenario.network, random.Random(self.rng.getrandbits(64)))
+        self.oracle = scenario.connectivity == "oracle"
+        self.now = 0.0
+        self.nodes: dict[int, SimNode] = {}
+        self.records: list[Record] = []
+        self.checker = InvariantChecker(self.quorum) if check else None
+        self.on_record = on_record
+        self.deliveries = 0
+        self._heap: list[tuple[float, int, int, Any, Any, Any]] = []
+        self._seq = 0
+        self._order: list[int] = []  # every node id ever, ascending
+        self._reach: dict[int, set[int]] = {}  # oracle: whom each running node was told it reaches
+        for event in scenario.events:
+            self._push(event.at, _SCENARIO, event, None, None)
+
+    # ------------------------------------------------------------------ running
+
+    def _push(self, t: float, kind: int, a: Any, b: Any, c: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, a, b, c))
+
+    def start(self) -> None:
+        for node_id in self.scenario.nodes:
+            self._start_node(node_id)
+        if self.oracle:
+            self._update_reachability()
+
+    def run(self, until: float | None = None) -> SimulationResult:
+        """Run to ``until`` (default: the scenario's duration); stop at the first violation."""
+        if not self.nodes:
+            self.start()
+        end = self.scenario.duration if until is None else until
+        violation = None
+        try:
+            self._loop(end)
+        except InvariantViolation as exc:
+            violation = exc
+        if violation is None and until is None:
+            self._emit({"t": round(self.now, 6), "event": "end", "views": self.final_views()})
+        counters: dict[str, int] = {}
+        for node in self.nodes.values():
+            if node.core is not None:
+                for key, value in node.core.counters.items():
+                    counters[key] = counters.get(key, 0) + value
+        return SimulationResult(self.records, violation, self.nodes, self.deliveries, counters)
+
+    def _loop(self, end: float) -> None:
+        heap = self._heap
+        nodes = self.nodes
+        pop = heapq.heappop
+        while heap and heap[0][0] <= end:
+            t, _seq, kind, a, b, c = pop(heap)
+            self.now = t
+            if kind == _DELIVER:
+                node = nodes[a]
+                core = node.core
+                if core is None:
+                    continue
+                self.deliveries += 1
+                core.receive_datagram(b, c, t)
+                self._pump(node, core)
+            elif kind == _MULTICAST:
+                # One heap entry per multicast: deliver its copies in arrival order for
+                # as long as nothing else is due first (c = index of the next copy).
+                copies = b
+                i = c
+                n = len(copies)
+                while True:
+                    at, dst = copies[i]
+                    self.now = at
+                    i += 1
+                    node = nodes[dst]
+                    core = node.core
+                    if core is not None:  # a core that left is removed at once (_stop_node)
+                        self.deliveries += 1
+                        core.receive_datagram(a, copies.src, at)
+                        self._pump(node, core)
+                    if i == n:
+                        break
+                    nxt = copies[i][0]
+                    if nxt > end or (heap and heap[0][0] < nxt):
+                        self._push(nxt, _MULTICAST, a, copies, i)
+                        break
+            elif kind == _TIMER:
+                node = nodes[a]
+                core = node.core
+                if core is None or b != node.timer_gen:
+                    continue
+                node.timer_at = None
+                core.handle_timer(t)
+                self._pump(node, core)
+            else:
+                self._scenario_event(a)
+        self.now = max(self.now, end)
+
+    def _pump(self, node: SimNode, core: Membership) -> None:
+        storage = node.storage
+        for write in core.writes_to_persist():
+            storage.write(write.key, write.data)
+        datagrams = core.datagrams_to_send()
+        if datagrams:
+            self._send(node.node_id, datagrams)
+        event = core.next_event()
+        while event is not None:
+            self._on_core_event(node, event)
+            event = core.next_event()
+        deadline = core.get_timer()
+        if deadline is not None and deadline != node.timer_at:
+            node.timer_at = deadline
+            node.timer_gen += 1
+            self._push(deadline, _TIMER, node.node_id, node.timer_gen, None)
+
+    def _send(self, src: int, datagrams: list[tuple[bytes, Any]]) -> None:
+        now = self.now
+        delays = self.network.delays
+        push = self._push
+        for data, dest in datagrams:
+            if dest is not GROUP:
+                for delay in delays(src, dest):
+                    push(now + delay, _DELIVER, dest, data, src)
+                continue
+            copies = _Copies(src)
+            for dst in self._order:
+                if dst != src:
+                    for delay in delays(src, dst):
+                        copies.append((now + delay, dst))
+            if copies:
+                copies.sort()
+                push(copies[0][0], _MULTICAST, data, copies, 0)
+
+    # ------------------------------------------------------------------ nodes
+
+    def _config(self, node_id: int) -> MembershipConfig:
+        source = ConnectivitySource.EXTERNAL if self.oracle else ConnectivitySource.HEARTBEAT
+        return MembershipConfig(node_id=node_id, timing=self.scenario.timing, connectivity=source)
+
+    def _start_node(self, node_id: int) -> None:
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = SimNode(node_id)
+            self._order = sorted(self.nodes)
+        wall = _WALL_CLOCK_ORIGIN_NS + int(self.now * 1e9)
+        node.core = Membership(
+            self._config(node_id),
+            self.quorum,
+            stored=node.storage.load(),
+            wall_clock_ns=wall,
+            now=self.now,
+            rng=random.Random(self.rng.getrandbits(64)),
+        )
+        node.view = None
+        node.primary = None
+        node.timer_at = None
+        self._reach[node_id] = set()
+        self._pump(node, node.core)
+
+    def _stop_node(self, node_id: int, graceful: bool) -> None:
+        node = self.nodes[node_id]
+        core = node.core
+        if core is None:
+            return
+        if graceful:
+            core.leave(self.now)
+            self._pump(node, core)
+        node.core = None
+        node.view = None
+        node.primary = None
+        node.timer_gen += 1
+        self._reach.pop(node_id, None)
+
+    def _on_core_event(self, node: SimNode, event: object) -> None:
+        t = round(self.now, 6)
+        if type(event) is ViewInstalled:
+            view = event.view
+            node.view = view
+            node.primary = None
+            if self.checker:
+                self.checker.view_installed(self.now, node.node_id, view)
+            self._emit(
+                {
+                    "t": t,
+                    "node": node.node_id,
+                    "event": "view",
+                    "view": str(view.view_id),
+                    "epoch": view.view_id.epoch,
+                    "members": list(view.node_ids),
+                }
+            )
+        elif type(event) is PrimaryFormed:
+            view = event.view
+            node.primary = event.number
+            if self.checker:
+                self.checker.primary_formed(self.now, node.node_id, view, event.number)
+            self._emit(
+                {
+                    "t": t,
+                    "node": node.node_id,
+                    "event": "primary",
+                    "view": str(view.view_id),
+                    "epoch": view.view_id.epoch,
+                    "members": list(view.node_ids),
+                    "number": event.number,
+                }
+            )
+        elif type(event) is PrimaryLost:
+            node.primary = None
+            self._emit({"t": t, "node": node.node_id, "event": "primary_lost", "view": str(event.view_id)})
+        elif type(event) is not Stopped:
+            raise AssertionError(f"unknown core event {event!r}")
+
+    def _emit(self, record: Record) -> None:
+        self.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    # ------------------------------------------------------------------ scenario
+
+    def apply(self, event: ScenarioEvent) -> None:
+        """Apply a scenario event now (tests drive the simulator this way)."""
+        self._scenario_event(attrs.evolve(event, at=self.now))
+
+    def _scenario_event(self, event: ScenarioEvent) -> None:
+        record: Record = {"t": round(self.now, 6)}
+        record.update(event.as_record())
+        self._emit(record)
+        action = event.action
+        net = self.network
+        if action == "partition":
+            net.partition([list(g) for g in event.groups])
+        elif action == "heal":
+            net.heal()
+        elif action == "link":
+            net.set_link(event.src, event.dst, event.up)
+        elif action == "loss":
+            net.set_loss(event.loss)
+        elif action in ("crash", "leave"):
+            for node_id in event.nodes:
+                self._stop_node(node_id, graceful=action == "leave")
+        elif action in ("recover", "join"):
+            for node_id in event.nodes:
+                if self.nodes.get(node_id) is None or self.nodes[node_id].core is None:
+                    self._start_node(node_id)
+        if self.oracle:
+            self._update_reachability()
+
+    def _update_reachability(self) -> None:
+        running = [n for n in self._order if self.nodes[n].core is not None]
+        link_up = self.network.link_up
+        for a in running:
+            core = self.nodes[a].core
+            assert core is not None
+            now_reach = {b for b in running if b != a and link_up(b, a)}
+            before = self._reach.get(a, set())
+            for b in sorted(now_reach - before):
+                core.set_reachable(b, True, self.now)
+            for b in sorted(before - now_reach):
+                core.set_reachable(b, False, self.now)
+            self._reach[a] = now_reach
+            self._pump(self.nodes[a], core)
+
+    # ------------------------------------------------------------------ reading the state
+
+    def running(self) -> list[int]:
+        return [n for n in self._order if self.nodes[n].core is not None]
+
+    def final_views(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for n in self.running():
+            node = self.nodes[n]
+            view = node.view
+            out[str(n)] = {
+                "view": str(view.view_id) if view else None,
+                "members": list(view.node_ids) if view else [],
+                "primary": node.primary is not None,
+            }
+        return out
+
+
+def simulate(scenario: Scenario, **kwargs: Any) -> SimulationResult:
+    """Run ``scenario`` to its end (see :class:`Simulator` for the keyword arguments)."""
+    return Simulator(scenario, **kwargs).run()

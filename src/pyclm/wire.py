@@ -1,0 +1,437 @@
+"""The wire format, version 1: encoding and a decoder that never raises.
+
+Every datagram starts with a 16-byte header::
+
+    magic  2 bytes  b"\\xc1\\x4d"
+    version  u8     1
+    type     u8     one of MessageType
+    sender   u32    node id
+    incarnation u64 the sender's incarnation
+
+followed by a body whose layout depends on the type (``docs/wire.md`` has the tables).
+All integers are big-endian.  Every count is bounded by ``MAX_CLUSTER_SIZE`` and every
+byte string by ``MAX_STATE``; a datagram must be consumed exactly.  :func:`decode`
+returns a message, or a :class:`Dropped` naming the reason: it never raises, whatever
+the bytes.  Decoded messages are immutable and cached by content, so a datagram
+multicast to many cores in one process is parsed once.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import itertools
+import struct
+from collections.abc import Iterable
+from functools import cached_property
+
+import attrs
+
+from .config import MAX_CLUSTER_SIZE
+from .ids import Member, ViewId
+
+MAGIC = b"\xc1\x4d"
+VERSION = 1
+#: The longest opaque state or payload a quorum policy may put in one message.
+MAX_STATE = 16384
+
+_HEADER = struct.Struct("!2sBBIQ")
+_ENTRY = struct.Struct("!IQ")
+_U8 = struct.Struct("!B")
+_U16 = struct.Struct("!H")
+_HEARTBEAT = struct.Struct("!QIIQB")
+_EPOCH = struct.Struct("!Q")
+_EPOCH_COORD = struct.Struct("!QI")
+_NACK = struct.Struct("!QIQ")
+_ROW_HEAD = struct.Struct("!IQIH")
+_VERSION_ENTRY = struct.Struct("!IQI")
+_STATE_HEAD = struct.Struct("!IH")
+
+HEADER_SIZE = _HEADER.size
+
+
+class MessageType(enum.IntEnum):
+    HEARTBEAT = 1
+    PROPOSE = 2
+    ACK = 3
+    NACK = 4
+    INSTALL = 5
+    LEAVE = 6
+    PULL = 7
+    ROWS = 8
+    QUORUM = 9
+
+
+@attrs.define(frozen=True, slots=False, eq=False)
+class Row:
+    """Whom ``origin`` (in life ``incarnation``) hears, as of its ``version``.
+
+    Rows compare by identity; ``key`` orders versions of one origin's row.
+    """
+
+    origin: int
+    incarnation: int
+    version: int
+    entries: tuple[Member, ...]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.incarnation, self.version)
+
+    @cached_property
+    def heard(self) -> dict[int, int]:
+        """node id -> incarnation heard."""
+        return {m.node_id: m.incarnation for m in self.entries}
+
+    @cached_property
+    def pairs(self) -> frozenset[tuple[int, int]]:
+        """(node id, incarnation) of every entry."""
+        return frozenset(self.heard.items())
+
+    @cached_property
+    def id_mask(self) -> int:
+        """The heard node ids as bits (bit n = node n); meant for small ids only."""
+        mask = 0
+        for node_id in self.heard:
+            mask |= 1 << node_id
+        return mask
+
+    @cached_property
+    def encoded_size(self) -> int:
+        return _ROW_HEAD.size + _ENTRY.size * len(self.entries)
+
+
+@attrs.frozen
+class Header:
+    type: MessageType
+    sender: int
+    incarnation: int
+
+
+@attrs.frozen
+class Heartbeat:
+    header: Header
+    view_id: ViewId | None
+    row_version: int
+    knowledge: int
+    row: Row | None
+    #: The sender's component differs from its view and no proposal for it is pending:
+    #: its coordinator should propose again.
+    unsettled: bool = False
+
+
+@attrs.frozen
+class Propose:
+    header: Header
+    view_id: ViewId
+    members: tuple[Member, ...]
+
+
+@attrs.frozen
+class Ack:
+    header: Header
+    view_id: ViewId
+    state: bytes
+
+
+@attrs.frozen
+class Nack:
+    header: Header
+    view_id: ViewId
+    max_epoch: int
+
+
+@attrs.frozen
+class Install:
+    header: Header
+    view_id: ViewId
+    states: tuple[tuple[int, bytes], ...]
+
+
+@attrs.frozen
+class Leave:
+    header: Header
+
+
+@attrs.frozen
+class Pull:
+    header: Header
+    want_all: bool
+    versions: tuple[tuple[int, int, int], ...]
+
+
+@attrs.frozen
+class Rows:
+    header: Header
+    rows: tuple[Row, ...]
+
+
+@attrs.frozen
+class QuorumMessage:
+    header: Header
+    view_id: ViewId
+    payload: bytes
+
+
+Message = Heartbeat | Propose | Ack | Nack | Install | Leave | Pull | Rows | QuorumMessage
+
+
+@attrs.frozen
+class Dropped:
+    """Why a datagram was not a valid message (the key of a drop counter)."""
+
+    reason: str
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _head(kind: MessageType, sender: int, incarnation: int) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, kind, sender, incarnation)
+
+
+def _entries(members: Iterable[Member]) -> bytes:
+    return b"".join(_ENTRY.pack(m.node_id, m.incarnation) for m in members)
+
+
+def encode_row(row: Row) -> bytes:
+    return _ROW_HEAD.pack(row.origin, row.incarnation, row.version, len(row.entries)) + _entries(row.entries)
+
+
+_FLAG_ROW = 1
+_FLAG_UNSETTLED = 2
+
+
+def encode_heartbeat(
+    sender: int,
+    incarnation: int,
+    view_id: ViewId | None,
+    row_version: int,
+    knowledge: int,
+    row: Row | None,
+    unsettled: bool = False,
+) -> bytes:
+    epoch, coord = (view_id.epoch, view_id.coordinator) if view_id else (0, 0)
+    flags = (_FLAG_ROW if row is not None else 0) | (_FLAG_UNSETTLED if unsettled else 0)
+    body = _HEARTBEAT.pack(epoch, coord, row_version, knowledge, flags)
+    return _head(MessageType.HEARTBEAT, sender, incarnation) + body + (encode_row(row) if row else b"")
+
+
+def encode_propose(sender: int, incarnation: int, view_id: ViewId, members: tuple[Member, ...]) -> bytes:
+    return (
+        _head(MessageType.PROPOSE, sender, incarnation)
+        + _EPOCH.pack(view_id.epoch)
+        + _U16.pack(len(members))
+        + _entries(members)
+    )
+
+
+def encode_ack(sender: int, incarnation: int, view_id: ViewId, state: bytes) -> bytes:
+    return (
+        _head(MessageType.ACK, sender, incarnation)
+        + _EPOCH_COORD.pack(view_id.epoch, view_id.coordinator)
+        + _U16.pack(len(state))
+        + state
+    )
+
+
+def encode_nack(sender: int, incarnation: int, view_id: ViewId, max_epoch: int) -> bytes:
+    return _head(MessageType.NACK, sender, incarnation) + _NACK.pack(view_id.epoch, view_id.coordinator, max_epoch)
+
+
+def encode_install(sender: int, incarnation: int, view_id: ViewId, states: tuple[tuple[int, bytes], ...]) -> bytes:
+    parts = [_head(MessageType.INSTALL, sender, incarnation), _EPOCH.pack(view_id.epoch), _U16.pack(len(states))]
+    for node_id, state in states:
+        parts.append(_STATE_HEAD.pack(node_id, len(state)))
+        parts.append(state)
+    return b"".join(parts)
+
+
+def encode_leave(sender: int, incarnation: int) -> bytes:
+    return _head(MessageType.LEAVE, sender, incarnation)
+
+
+def encode_pull(sender: int, incarnation: int, want_all: bool, versions: tuple[tuple[int, int, int], ...]) -> bytes:
+    return (
+        _head(MessageType.PULL, sender, incarnation)
+        + _U8.pack(1 if want_all else 0)
+        + _U16.pack(len(versions))
+        + b"".join(_VERSION_ENTRY.pack(*v) for v in versions)
+    )
+
+
+def encode_rows(sender: int, incarnation: int, rows: tuple[Row, ...]) -> bytes:
+    return _head(MessageType.ROWS, sender, incarnation) + _U16.pack(len(rows)) + b"".join(encode_row(r) for r in rows)
+
+
+def encode_quorum(sender: int, incarnation: int, view_id: ViewId, payload: bytes) -> bytes:
+    return (
+        _head(MessageType.QUORUM, sender, incarnation)
+        + _EPOCH_COORD.pack(view_id.epoch, view_id.coordinator)
+        + _U16.pack(len(payload))
+        + payload
+    )
+
+
+#: Bytes a heartbeat needs beyond its row.
+HEARTBEAT_OVERHEAD = HEADER_SIZE + _HEARTBEAT.size
+
+
+def row_size(n_entries: int) -> int:
+    return _ROW_HEAD.size + _ENTRY.size * n_entries
+
+
+# ---------------------------------------------------------------- decoding
+
+
+class _Malformed(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = HEADER_SIZE
+
+    def take(self, fmt: struct.Struct) -> tuple[int, ...]:
+        end = self.pos + fmt.size
+        if end > len(self.data):
+            raise _Malformed("truncated")
+        values = fmt.unpack_from(self.data, self.pos)
+        self.pos = end
+        return values
+
+    def count(self) -> int:
+        (n,) = self.take(_U16)
+        if n > MAX_CLUSTER_SIZE:
+            raise _Malformed("count_too_large")
+        return n
+
+    def blob(self, length: int) -> bytes:
+        if length > MAX_STATE:
+            raise _Malformed("blob_too_large")
+        end = self.pos + length
+        if end > len(self.data):
+            raise _Malformed("truncated")
+        out = self.data[self.pos : end]
+        self.pos = end
+        return out
+
+    def members(self, n: int) -> tuple[Member, ...]:
+        end = self.pos + n * _ENTRY.size
+        if end > len(self.data):
+            raise _Malformed("truncated")
+        out = tuple(Member(i, inc) for i, inc in _ENTRY.iter_unpack(self.data[self.pos : end]))
+        self.pos = end
+        ids = [m.node_id for m in out]
+        if any(a >= b for a, b in itertools.pairwise(ids)):
+            raise _Malformed("unsorted_members")
+        return out
+
+    def row(self) -> Row:
+        origin, incarnation, version, n = self.take(_ROW_HEAD)
+        if n > MAX_CLUSTER_SIZE:
+            raise _Malformed("count_too_large")
+        return Row(origin=origin, incarnation=incarnation, version=version, entries=self.members(n))
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise _Malformed("trailing_bytes")
+
+
+def _view_id(epoch: int, coordinator: int) -> ViewId:
+    if epoch == 0:
+        raise _Malformed("zero_epoch")
+    return ViewId(epoch, coordinator)
+
+
+def _body(header: Header, r: _Reader) -> Message:
+    kind = header.type
+    if kind is MessageType.HEARTBEAT:
+        epoch, coord, row_version, knowledge, flags = r.take(_HEARTBEAT)
+        if flags > _FLAG_ROW | _FLAG_UNSETTLED:
+            raise _Malformed("bad_flags")
+        row = r.row() if flags & _FLAG_ROW else None
+        if row is not None and (row.origin, row.incarnation, row.version) != (
+            header.sender,
+            header.incarnation,
+            row_version,
+        ):
+            raise _Malformed("row_mismatch")
+        view_id = ViewId(epoch, coord) if epoch else None
+        return Heartbeat(header, view_id, row_version, knowledge, row, bool(flags & _FLAG_UNSETTLED))
+    if kind is MessageType.PROPOSE:
+        (epoch,) = r.take(_EPOCH)
+        members = r.members(r.count())
+        if not members or members[0].node_id != header.sender:
+            raise _Malformed("bad_coordinator")
+        return Propose(header, _view_id(epoch, header.sender), members)
+    if kind is MessageType.ACK:
+        epoch, coord = r.take(_EPOCH_COORD)
+        (length,) = r.take(_U16)
+        return Ack(header, _view_id(epoch, coord), r.blob(length))
+    if kind is MessageType.NACK:
+        epoch, coord, max_epoch = r.take(_NACK)
+        return Nack(header, _view_id(epoch, coord), max_epoch)
+    if kind is MessageType.INSTALL:
+        (epoch,) = r.take(_EPOCH)
+        states = []
+        for _ in range(r.count()):
+            node_id, length = r.take(_STATE_HEAD)
+            states.append((node_id, r.blob(length)))
+        return Install(header, _view_id(epoch, header.sender), tuple(states))
+    if kind is MessageType.LEAVE:
+        return Leave(header)
+    if kind is MessageType.PULL:
+        (flags,) = r.take(_U8)
+        if flags > 1:
+            raise _Malformed("bad_flags")
+        n = r.count()
+        return Pull(header, bool(flags), tuple(r.take(_VERSION_ENTRY) for _ in range(n)))  # type: ignore[misc]
+    if kind is MessageType.ROWS:
+        return Rows(header, tuple(r.row() for _ in range(r.count())))
+    # QUORUM (the only type left after the enum check in decode)
+    epoch, coord = r.take(_EPOCH_COORD)
+    (length,) = r.take(_U16)
+    return QuorumMessage(header, _view_id(epoch, coord), r.blob(length))
+
+
+@functools.lru_cache(maxsize=8192)
+def decode(data: bytes) -> Message | Dropped:
+    """Parse one datagram.  Returns the message or a :class:`Dropped`; never raises."""
+    if len(data) < HEADER_SIZE:
+        return Dropped("truncated")
+    magic, version, kind, sender, incarnation = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        return Dropped("bad_magic")
+    if version != VERSION:
+        return Dropped("bad_version")
+    try:
+        header = Header(MessageType(kind), sender, incarnation)
+    except ValueError:
+        return Dropped("bad_type")
+    reader = _Reader(data)
+    try:
+        message = _body(header, reader)
+        reader.end()
+    except _Malformed as exc:
+        return Dropped(exc.reason)
+    return message
+
+
+def row_digest(rows: Iterable[Row]) -> int:
+    """A 64-bit digest of which row versions a node holds (order does not matter)."""
+    acc = 0
+    for row in rows:
+        acc ^= _row_hash(row.origin, row.incarnation, row.version)
+    return acc
+
+
+@functools.lru_cache(maxsize=65536)
+def _row_hash(origin: int, incarnation: int, version: int) -> int:
+    digest = hashlib.blake2b(_VERSION_ENTRY.pack(origin, incarnation, version), digest_size=8).digest()
+    return int.from_bytes(digest, "big")

@@ -1,0 +1,522 @@
+"""The wire codec: round trips of every message type, and a decoder that never raises.
+
+Hostile bytes must come back as :class:`~pyclm.wire.Dropped` with a reason (the key of
+a drop counter); any exception out of :func:`~pyclm.wire.decode` is a bug.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyclm import wire
+from pyclm.config import MAX_CLUSTER_SIZE
+from pyclm.ids import MAX_INCARNATION, MAX_NODE_ID, Member, ViewId
+from pyclm.wire import (
+    HEADER_SIZE,
+    MAGIC,
+    MAX_STATE,
+    VERSION,
+    Ack,
+    Dropped,
+    Heartbeat,
+    Install,
+    Leave,
+    MessageType,
+    Nack,
+    Propose,
+    Pull,
+    QuorumMessage,
+    Row,
+    Rows,
+    decode,
+)
+
+SETTINGS = settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+#: Every reason the decoder may give.  A new one must be added here (and to the drop counters' docs).
+REASONS = {
+    "truncated",
+    "bad_magic",
+    "bad_version",
+    "bad_type",
+    "count_too_large",
+    "blob_too_large",
+    "unsorted_members",
+    "trailing_bytes",
+    "zero_epoch",
+    "bad_flags",
+    "row_mismatch",
+    "bad_coordinator",
+}
+
+
+def plain(obj: object) -> object:
+    """Messages as nested tuples of field values (rows compare by identity, so unpack them)."""
+    cls = type(obj)
+    if attrs.has(cls):
+        return (cls.__name__, *(plain(getattr(obj, f.name)) for f in attrs.fields(cls)))
+    if isinstance(obj, tuple):
+        return tuple(plain(x) for x in obj)
+    return obj
+
+
+def head(kind: int, sender: int = 1, incarnation: int = 5, *, magic: bytes = MAGIC, version: int = VERSION) -> bytes:
+    return struct.pack("!2sBBIQ", magic, version, kind, sender, incarnation)
+
+
+def entries(members: list[tuple[int, int]]) -> bytes:
+    return b"".join(struct.pack("!IQ", n, i) for n, i in members)
+
+
+def sorted_members(n: int) -> list[tuple[int, int]]:
+    return [(i, 7) for i in range(1, n + 1)]
+
+
+# ------------------------------------------------------------------ one sample per type
+
+ROW = Row(origin=1, incarnation=5, version=3, entries=(Member(1, 5), Member(2, 9), Member(4, 1)))
+OTHER_ROW = Row(origin=4, incarnation=1, version=8, entries=(Member(1, 5), Member(4, 1)))
+
+SAMPLES: dict[MessageType, bytes] = {
+    MessageType.HEARTBEAT: wire.encode_heartbeat(1, 5, ViewId(7, 1), 3, 0xDEADBEEF, ROW, unsettled=True),
+    MessageType.PROPOSE: wire.encode_propose(1, 5, ViewId(7, 1), (Member(1, 5), Member(2, 9), Member(4, 1))),
+    MessageType.ACK: wire.encode_ack(2, 9, ViewId(7, 1), b"state"),
+    MessageType.NACK: wire.encode_nack(2, 9, ViewId(7, 1), 12),
+    MessageType.INSTALL: wire.encode_install(1, 5, ViewId(7, 1), ((1, b""), (2, b"ab"), (4, b"xyz"))),
+    MessageType.LEAVE: wire.encode_leave(3, 11),
+    MessageType.PULL: wire.encode_pull(2, 9, True, ((1, 5, 3), (4, 1, 8))),
+    MessageType.ROWS: wire.encode_rows(2, 9, (ROW, OTHER_ROW)),
+    MessageType.QUORUM: wire.encode_quorum(2, 9, ViewId(7, 1), b"payload"),
+}
+
+EXPECTED: dict[MessageType, object] = {
+    MessageType.HEARTBEAT: (
+        "Heartbeat",
+        ("Header", MessageType.HEARTBEAT, 1, 5),
+        ("ViewId", 7, 1),
+        3,
+        0xDEADBEEF,
+        ("Row", 1, 5, 3, (("Member", 1, 5), ("Member", 2, 9), ("Member", 4, 1))),
+        True,
+    ),
+    MessageType.PROPOSE: (
+        "Propose",
+        ("Header", MessageType.PROPOSE, 1, 5),
+        ("ViewId", 7, 1),
+        (("Member", 1, 5), ("Member", 2, 9), ("Member", 4, 1)),
+    ),
+    MessageType.ACK: ("Ack", ("Header", MessageType.ACK, 2, 9), ("ViewId", 7, 1), b"state"),
+    MessageType.NACK: ("Nack", ("Header", MessageType.NACK, 2, 9), ("ViewId", 7, 1), 12),
+    MessageType.INSTALL: (
+        "Install",
+        ("Header", MessageType.INSTALL, 1, 5),
+        ("ViewId", 7, 1),
+        ((1, b""), (2, b"ab"), (4, b"xyz")),
+    ),
+    MessageType.LEAVE: ("Leave", ("Header", MessageType.LEAVE, 3, 11)),
+    MessageType.PULL: ("Pull", ("Header", MessageType.PULL, 2, 9), True, ((1, 5, 3), (4, 1, 8))),
+    MessageType.ROWS: (
+        "Rows",
+        ("Header", MessageType.ROWS, 2, 9),
+        (
+            ("Row", 1, 5, 3, (("Member", 1, 5), ("Member", 2, 9), ("Member", 4, 1))),
+            ("Row", 4, 1, 8, (("Member", 1, 5), ("Member", 4, 1))),
+        ),
+    ),
+    MessageType.QUORUM: ("QuorumMessage", ("Header", MessageType.QUORUM, 2, 9), ("ViewId", 7, 1), b"payload"),
+}
+
+
+def test_samples_cover_every_message_type() -> None:
+    assert set(SAMPLES) == set(MessageType)
+    assert set(EXPECTED) == set(MessageType)
+
+
+@pytest.mark.parametrize("kind", list(MessageType), ids=lambda k: k.name)
+def test_round_trip_of_every_type(kind: MessageType) -> None:
+    message = decode(SAMPLES[kind])
+    assert not isinstance(message, Dropped), message
+    assert message.header.type is kind
+    assert plain(message) == EXPECTED[kind]
+
+
+def test_heartbeat_without_view_or_row_round_trips() -> None:
+    message = decode(wire.encode_heartbeat(3, 2**64 - 1, None, 0, 0, None))
+    assert isinstance(message, Heartbeat)
+    assert message.view_id is None
+    assert message.row is None
+    assert message.unsettled is False
+    assert (message.header.sender, message.header.incarnation, message.row_version) == (3, 2**64 - 1, 0)
+
+
+def test_empty_collections_round_trip() -> None:
+    install = decode(wire.encode_install(1, 1, ViewId(1, 1), ()))
+    assert isinstance(install, Install)
+    assert install.states == ()
+    pull = decode(wire.encode_pull(1, 1, False, ()))
+    assert isinstance(pull, Pull)
+    assert (pull.want_all, pull.versions) == (False, ())
+    rows = decode(wire.encode_rows(1, 1, ()))
+    assert isinstance(rows, Rows)
+    assert rows.rows == ()
+    row = Row(origin=1, incarnation=1, version=0, entries=())
+    hb = decode(wire.encode_heartbeat(1, 1, None, 0, 0, row))
+    assert isinstance(hb, Heartbeat)
+    assert hb.row is not None
+    assert hb.row.entries == ()
+
+
+def test_header_layout() -> None:
+    data = wire.encode_leave(0x01020304, 0x05060708090A0B0C)
+    assert data == b"\xc1\x4d\x01\x06\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c"
+    assert HEADER_SIZE == len(data) == 16
+
+
+def test_size_helpers_match_the_encoding() -> None:
+    row = Row(origin=1, incarnation=5, version=3, entries=tuple(Member(i, 5) for i in range(1, 11)))
+    assert len(wire.encode_row(row)) == wire.row_size(10) == row.encoded_size
+    assert len(wire.encode_heartbeat(1, 5, None, 3, 0, row)) == wire.HEARTBEAT_OVERHEAD + row.encoded_size
+    assert len(wire.encode_heartbeat(1, 5, None, 3, 0, None)) == wire.HEARTBEAT_OVERHEAD
+
+
+def test_decode_is_cached_by_content() -> None:
+    data = SAMPLES[MessageType.PROPOSE]
+    assert decode(bytes(bytearray(data))) is decode(data)
+
+
+def test_row_helpers() -> None:
+    assert ROW.key == (5, 3)
+    assert ROW.heard == {1: 5, 2: 9, 4: 1}
+    copy = Row(origin=1, incarnation=5, version=3, entries=ROW.entries)
+    assert copy != ROW  # rows compare by identity
+
+
+def test_row_digest_ignores_order_and_sees_versions() -> None:
+    a = Row(origin=1, incarnation=1, version=1, entries=())
+    b = Row(origin=2, incarnation=1, version=4, entries=())
+    b2 = Row(origin=2, incarnation=1, version=5, entries=())
+    assert wire.row_digest([a, b]) == wire.row_digest([b, a])
+    assert wire.row_digest([a, b]) != wire.row_digest([a, b2])
+    assert wire.row_digest([]) == 0
+
+
+# ------------------------------------------------------------------ hypothesis round trips
+
+node_ids = st.integers(0, MAX_NODE_ID)
+incarnations = st.integers(0, MAX_INCARNATION)
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+view_ids = st.builds(ViewId, st.integers(1, 2**64 - 1), node_ids)
+blobs = st.binary(max_size=40)
+
+
+@st.composite
+def member_tuples(draw: st.DrawFn, min_size: int = 0, max_size: int = 6) -> tuple[Member, ...]:
+    heard = draw(st.dictionaries(node_ids, incarnations, min_size=min_size, max_size=max_size))
+    return tuple(sorted(Member(n, i) for n, i in heard.items()))
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> Row:
+    return Row(origin=draw(node_ids), incarnation=draw(incarnations), version=draw(u32), entries=draw(member_tuples()))
+
+
+@st.composite
+def datagrams(draw: st.DrawFn) -> tuple[bytes, object]:
+    """A valid datagram of any type and the decoded message it must give, as :func:`plain` values."""
+    kind = draw(st.sampled_from(list(MessageType)))
+    sender, incarnation = draw(node_ids), draw(incarnations)
+    h = ("Header", kind, sender, incarnation)
+    if kind is MessageType.HEARTBEAT:
+        view_id = draw(st.none() | view_ids)
+        knowledge = draw(u64)
+        unsettled = draw(st.booleans())
+        if draw(st.booleans()):
+            row = Row(origin=sender, incarnation=incarnation, version=draw(u32), entries=draw(member_tuples()))
+            data = wire.encode_heartbeat(sender, incarnation, view_id, row.version, knowledge, row, unsettled)
+            return data, ("Heartbeat", h, plain(view_id), row.version, knowledge, plain(row), unsettled)
+        version = draw(u32)
+        data = wire.encode_heartbeat(sender, incarnation, view_id, version, knowledge, None, unsettled)
+        return data, ("Heartbeat", h, plain(view_id), version, knowledge, None, unsettled)
+    if kind is MessageType.PROPOSE:
+        others = draw(member_tuples())
+        members = (Member(sender, incarnation), *(m for m in others if m.node_id > sender))
+        epoch = draw(st.integers(1, 2**64 - 1))
+        data = wire.encode_propose(sender, incarnation, ViewId(epoch, sender), members)
+        return data, ("Propose", h, ("ViewId", epoch, sender), plain(members))
+    if kind is MessageType.ACK:
+        view_id, state = draw(view_ids), draw(blobs)
+        return wire.encode_ack(sender, incarnation, view_id, state), ("Ack", h, plain(view_id), state)
+    if kind is MessageType.NACK:
+        view_id, max_epoch = draw(view_ids), draw(u64)
+        return wire.encode_nack(sender, incarnation, view_id, max_epoch), ("Nack", h, plain(view_id), max_epoch)
+    if kind is MessageType.INSTALL:
+        epoch = draw(st.integers(1, 2**64 - 1))
+        states = tuple(draw(st.lists(st.tuples(node_ids, blobs), max_size=5)))
+        data = wire.encode_install(sender, incarnation, ViewId(epoch, sender), states)
+        return data, ("Install", h, ("ViewId", epoch, sender), states)
+    if kind is MessageType.LEAVE:
+        return wire.encode_leave(sender, incarnation), ("Leave", h)
+    if kind is MessageType.PULL:
+        want_all = draw(st.booleans())
+        versions = tuple(draw(st.lists(st.tuples(node_ids, incarnations, u32), max_size=5)))
+        return wire.encode_pull(sender, incarnation, want_all, versions), ("Pull", h, want_all, versions)
+    if kind is MessageType.ROWS:
+        some = tuple(draw(st.lists(rows(), max_size=4)))
+        return wire.encode_rows(sender, incarnation, some), ("Rows", h, plain(some))
+    view_id, payload = draw(view_ids), draw(blobs)
+    return wire.encode_quorum(sender, incarnation, view_id, payload), ("QuorumMessage", h, plain(view_id), payload)
+
+
+@SETTINGS
+@given(datagrams())
+def test_round_trip_property(sample: tuple[bytes, object]) -> None:
+    data, expected = sample
+    assert plain(decode(data)) == expected
+
+
+# ------------------------------------------------------------------ never raises
+
+
+def check_total(data: bytes) -> wire.Message | Dropped:
+    """Decode and check the result is a message or a drop with a known reason (never an exception)."""
+    result = decode(data)
+    if isinstance(result, Dropped):
+        assert result.reason in REASONS, result
+    else:
+        assert isinstance(result, (Heartbeat, Propose, Ack, Nack, Install, Leave, Pull, Rows, QuorumMessage))
+    return result
+
+
+@SETTINGS
+@given(st.binary(max_size=200))
+def test_decode_arbitrary_bytes_never_raises(data: bytes) -> None:
+    check_total(data)
+
+
+@SETTINGS
+@given(st.integers(0, 12), node_ids, incarnations, st.binary(max_size=120))
+def test_decode_valid_header_and_arbitrary_body_never_raises(kind: int, sender: int, inc: int, body: bytes) -> None:
+    check_total(head(kind, sender, inc) + body)
+
+
+@SETTINGS
+@given(datagrams(), st.data())
+def test_flipped_bytes_never_raise(sample: tuple[bytes, object], data: st.DataObject) -> None:
+    raw = bytearray(sample[0])
+    for _ in range(data.draw(st.integers(1, 3))):
+        index = data.draw(st.integers(0, len(raw) - 1))
+        raw[index] ^= data.draw(st.integers(1, 255))
+    result = check_total(bytes(raw))
+    if raw[:2] != MAGIC:
+        assert result == Dropped("bad_magic")
+    elif raw[2] != VERSION:
+        assert result == Dropped("bad_version")
+    elif raw[3] not in set(MessageType):
+        assert result == Dropped("bad_type")
+
+
+@SETTINGS
+@given(datagrams(), st.binary(min_size=1, max_size=40))
+def test_appended_bytes_are_dropped_as_trailing(sample: tuple[bytes, object], extra: bytes) -> None:
+    assert decode(sample[0] + extra) == Dropped("trailing_bytes")
+
+
+@SETTINGS
+@given(datagrams(), st.data())
+def test_truncation_is_dropped_property(sample: tuple[bytes, object], data: st.DataObject) -> None:
+    raw = sample[0]
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    assert decode(raw[:cut]) == Dropped("truncated")
+
+
+@pytest.mark.parametrize("kind", list(MessageType), ids=lambda k: k.name)
+def test_truncation_at_every_length(kind: MessageType) -> None:
+    raw = SAMPLES[kind]
+    for cut in range(len(raw)):
+        assert decode(raw[:cut]) == Dropped("truncated"), cut
+
+
+@pytest.mark.parametrize("kind", list(MessageType), ids=lambda k: k.name)
+def test_one_appended_byte_is_trailing(kind: MessageType) -> None:
+    assert decode(SAMPLES[kind] + b"\x00") == Dropped("trailing_bytes")
+
+
+@pytest.mark.parametrize("kind", list(MessageType), ids=lambda k: k.name)
+def test_wrong_magic_version_or_type(kind: MessageType) -> None:
+    raw = SAMPLES[kind]
+    assert decode(b"\xc1\x4e" + raw[2:]) == Dropped("bad_magic")
+    assert decode(b"\x00\x00" + raw[2:]) == Dropped("bad_magic")
+    for version in (0, 2, 255):
+        assert decode(raw[:2] + bytes([version]) + raw[3:]) == Dropped("bad_version")
+    for bad_kind in (0, 10, 255):
+        assert decode(raw[:3] + bytes([bad_kind]) + raw[4:]) == Dropped("bad_type")
+
+
+def test_short_datagrams() -> None:
+    assert decode(b"") == Dropped("truncated")
+    assert decode(MAGIC) == Dropped("truncated")
+    assert decode(head(MessageType.LEAVE)[:-1]) == Dropped("truncated")
+
+
+# ------------------------------------------------------------------ bounds
+
+TOO_MANY = MAX_CLUSTER_SIZE + 1
+
+
+def row_bytes(origin: int, incarnation: int, version: int, members: list[tuple[int, int]], count: int) -> bytes:
+    return struct.pack("!IQIH", origin, incarnation, version, count) + entries(members)
+
+
+BOUND_CASES: dict[str, Callable[[int], bytes]] = {
+    "propose": lambda n: head(MessageType.PROPOSE) + struct.pack("!QH", 1, n) + entries(sorted_members(n)),
+    "install": lambda n: (
+        head(MessageType.INSTALL) + struct.pack("!QH", 1, n) + b"".join(struct.pack("!IH", i, 0) for i in range(n))
+    ),
+    "pull": lambda n: (
+        head(MessageType.PULL) + struct.pack("!BH", 0, n) + b"".join(struct.pack("!IQI", i, 1, 1) for i in range(n))
+    ),
+    "rows": lambda n: (
+        head(MessageType.ROWS) + struct.pack("!H", n) + b"".join(row_bytes(i, 1, 1, [], 0) for i in range(n))
+    ),
+    "rows.entries": lambda n: head(MessageType.ROWS) + struct.pack("!H", 1) + row_bytes(9, 1, 1, sorted_members(n), n),
+    "heartbeat.row": lambda n: (
+        head(MessageType.HEARTBEAT, 1, 5)
+        + struct.pack("!QIIQB", 0, 0, 3, 0, 1)
+        + row_bytes(1, 5, 3, sorted_members(n), n)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BOUND_CASES))
+def test_counts_up_to_the_cluster_size_decode(case: str) -> None:
+    data = BOUND_CASES[case](MAX_CLUSTER_SIZE)
+    result = decode(data)
+    assert not isinstance(result, Dropped), result
+
+
+@pytest.mark.parametrize("case", sorted(BOUND_CASES))
+def test_counts_above_the_cluster_size_are_dropped(case: str) -> None:
+    assert decode(BOUND_CASES[case](TOO_MANY)) == Dropped("count_too_large")
+
+
+@pytest.mark.parametrize("count", [TOO_MANY, 0xFFFF])
+def test_large_count_is_dropped_before_reading_the_items(count: int) -> None:
+    # The count alone, with none of the promised items: rejected for its size, not as truncated.
+    assert decode(head(MessageType.PROPOSE) + struct.pack("!QH", 1, count)) == Dropped("count_too_large")
+    assert decode(head(MessageType.ROWS) + struct.pack("!H", count)) == Dropped("count_too_large")
+
+
+BLOB_CASES: dict[str, Callable[[int], bytes]] = {
+    "ack": lambda n: head(MessageType.ACK) + struct.pack("!QIH", 1, 1, n) + b"s" * n,
+    "quorum": lambda n: head(MessageType.QUORUM) + struct.pack("!QIH", 1, 1, n) + b"q" * n,
+    "install": lambda n: head(MessageType.INSTALL) + struct.pack("!QHIH", 1, 1, 1, n) + b"i" * n,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BLOB_CASES))
+def test_blobs_up_to_max_state_decode(case: str) -> None:
+    result = decode(BLOB_CASES[case](MAX_STATE))
+    assert not isinstance(result, Dropped), result
+
+
+@pytest.mark.parametrize("case", sorted(BLOB_CASES))
+def test_blobs_above_max_state_are_dropped(case: str) -> None:
+    assert decode(BLOB_CASES[case](MAX_STATE + 1)) == Dropped("blob_too_large")
+    assert decode(BLOB_CASES[case](0xFFFF)[: HEADER_SIZE + 20]) == Dropped("blob_too_large")
+
+
+# ------------------------------------------------------------------ semantic checks of the decoder
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (Row(origin=1, incarnation=5, version=3, entries=()), None),
+        (Row(origin=2, incarnation=5, version=3, entries=()), "row_mismatch"),
+        (Row(origin=1, incarnation=6, version=3, entries=()), "row_mismatch"),
+        (Row(origin=1, incarnation=5, version=4, entries=()), "row_mismatch"),
+    ],
+    ids=["consistent", "origin", "incarnation", "version"],
+)
+def test_heartbeat_row_must_match_the_header(row: Row, reason: str | None) -> None:
+    result = decode(wire.encode_heartbeat(1, 5, ViewId(2, 1), 3, 0, row))
+    if reason is None:
+        assert isinstance(result, Heartbeat)
+    else:
+        assert result == Dropped(reason)
+
+
+def test_zero_epochs_are_dropped() -> None:
+    zero = ViewId(0, 1)
+    assert decode(wire.encode_propose(1, 1, zero, (Member(1, 1),))) == Dropped("zero_epoch")
+    assert decode(wire.encode_ack(2, 1, zero, b"")) == Dropped("zero_epoch")
+    assert decode(wire.encode_nack(2, 1, zero, 3)) == Dropped("zero_epoch")
+    assert decode(wire.encode_install(1, 1, zero, ())) == Dropped("zero_epoch")
+    assert decode(wire.encode_quorum(2, 1, zero, b"")) == Dropped("zero_epoch")
+
+
+def test_heartbeat_epoch_zero_means_no_view() -> None:
+    data = head(MessageType.HEARTBEAT) + struct.pack("!QIIQB", 0, 9, 0, 0, 0)
+    result = decode(data)
+    assert isinstance(result, Heartbeat)
+    assert result.view_id is None
+
+
+@pytest.mark.parametrize("flags", [4, 5, 8, 0x80, 0xFF])
+def test_unknown_heartbeat_flags_are_dropped(flags: int) -> None:
+    assert decode(head(MessageType.HEARTBEAT) + struct.pack("!QIIQB", 1, 1, 0, 0, flags)) == Dropped("bad_flags")
+
+
+def test_heartbeat_flags() -> None:
+    # bit 0: a row follows; bit 1: the sender is unsettled.
+    plain_hb = decode(head(MessageType.HEARTBEAT) + struct.pack("!QIIQB", 1, 1, 0, 0, 2))
+    assert isinstance(plain_hb, Heartbeat)
+    assert (plain_hb.row, plain_hb.unsettled) == (None, True)
+    with_row = head(MessageType.HEARTBEAT, 1, 5) + struct.pack("!QIIQB", 1, 1, 3, 0, 3) + row_bytes(1, 5, 3, [], 0)
+    both = decode(with_row)
+    assert isinstance(both, Heartbeat)
+    assert both.row is not None and both.unsettled
+
+
+@pytest.mark.parametrize("flags", [2, 3, 0xFF])
+def test_unknown_pull_flags_are_dropped(flags: int) -> None:
+    assert decode(head(MessageType.PULL) + struct.pack("!BH", flags, 0)) == Dropped("bad_flags")
+
+
+@pytest.mark.parametrize(
+    "members",
+    [[(2, 1), (1, 1)], [(1, 1), (1, 2)], [(1, 1), (3, 1), (2, 1)]],
+    ids=["descending", "duplicate", "unsorted-tail"],
+)
+def test_unsorted_or_duplicate_members_are_dropped(members: list[tuple[int, int]]) -> None:
+    propose = head(MessageType.PROPOSE, sender=1) + struct.pack("!QH", 1, len(members)) + entries(members)
+    assert decode(propose) == Dropped("unsorted_members")
+    rows = head(MessageType.ROWS) + struct.pack("!H", 1) + row_bytes(1, 1, 1, members, len(members))
+    assert decode(rows) == Dropped("unsorted_members")
+
+
+def test_proposal_must_be_led_by_its_sender() -> None:
+    assert decode(wire.encode_propose(2, 1, ViewId(1, 2), (Member(1, 1), Member(2, 1)))) == Dropped("bad_coordinator")
+    assert decode(wire.encode_propose(2, 1, ViewId(1, 2), ())) == Dropped("bad_coordinator")
+    ok = decode(wire.encode_propose(1, 1, ViewId(1, 1), (Member(1, 1), Member(2, 1))))
+    assert isinstance(ok, Propose)
+
+
+def test_install_and_propose_take_the_coordinator_from_the_sender() -> None:
+    # The encoders send only the epoch: the view's coordinator is whoever sent it.
+    install = decode(wire.encode_install(4, 1, ViewId(3, 9), ()))
+    assert isinstance(install, Install)
+    assert install.view_id == ViewId(3, 4)
