@@ -30,8 +30,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 
-from .ids import Member
-from .wire import Row
+from .ids import Member, member
+from .wire import SMALL_IDS, Row
 
 Component = tuple[Member, ...]
 
@@ -41,15 +41,6 @@ def _bits(mask: int) -> Iterable[int]:
         low = mask & -mask
         yield low.bit_length() - 1
         mask ^= low
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _member(node_id: int, incarnation: int) -> Member:
-    return Member(node_id, incarnation)
-
-
-#: Ids below this are their own bit position, so a row's mask is computed once per row.
-_SMALL_IDS = 1 << 16
 
 
 class _Matrix:
@@ -63,14 +54,20 @@ class _Matrix:
     def __init__(self, rows: frozenset[Row]) -> None:
         by_origin = {row.origin: row for row in rows}
         inc = {origin: row.incarnation for origin, row in by_origin.items()}
-        mentioned: set[int] = set()
-        for row in rows:
-            mentioned.update(row.heard)
-        for node_id in mentioned - inc.keys():  # nodes whose row we lack: usually none
+        # Nodes that rows mention but whose own row we lack (usually none).
+        small = all(row.id_mask >= 0 and row.origin < SMALL_IDS for row in rows)
+        if small:
+            mentioned_mask = origins_mask = 0
+            for row in rows:
+                mentioned_mask |= row.id_mask
+                origins_mask |= 1 << row.origin
+            missing: set[int] = set(_bits(mentioned_mask & ~origins_mask))
+        else:
+            missing = set().union(*(row.heard for row in rows)) - inc.keys()
+        for node_id in missing:
             inc[node_id] = max(row.heard[node_id] for row in rows if node_id in row.heard)
         ids = sorted(inc)
         self.inc = inc
-        small = not ids or ids[-1] < _SMALL_IDS
         self.pos: dict[int, int] = {n: n for n in ids} if small else {n: i for i, n in enumerate(ids)}
         pos = self.pos
         self.ids_at: dict[int, int] = {p: n for n, p in pos.items()}
@@ -115,7 +112,7 @@ class _Matrix:
                 heard_by_all &= hears[b]
                 any_unknown = any_unknown or not known & bit
             remaining &= ~clique
-            out.append(tuple(_member(ids_at[p], inc[ids_at[p]]) for p in _bits(clique)))
+            out.append(tuple(member(ids_at[p], inc[ids_at[p]]) for p in _bits(clique)))
         return tuple(out)
 
     def region(self, node_id: int) -> frozenset[int]:

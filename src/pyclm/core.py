@@ -154,6 +154,7 @@ class Membership:
         grace = config.timing.heartbeat_interval if self._external else config.timing.suspect_timeout
         self._settle_at: float | None = now + grace
         self._retry_at: float | None = None
+        self._settle_cap: float | None = None
         self._row_flush_at: float | None = None
         self._announce_at: float | None = None
         self._tick_at = now + config.timing.heartbeat_interval * rng.uniform(0.5, 1.0)
@@ -179,7 +180,15 @@ class Membership:
         if self._stopped:
             return None
         deadline = self._tick_at
-        for other in (self._row_flush_at, self._settle_at, self._retry_at, self._announce_at, self.policy.get_timer()):
+        suspect_at = None if self._external else self._detector.deadline()
+        for other in (
+            suspect_at,
+            self._row_flush_at,
+            self._settle_at,
+            self._retry_at,
+            self._announce_at,
+            self.policy.get_timer(),
+        ):
             if other is not None and other < deadline:
                 deadline = other
         return deadline
@@ -218,20 +227,26 @@ class Membership:
             self._count("rx_own" if header.incarnation == self.incarnation else "rx_dropped_same_id")
             return
         peer = self._peers.get(sender)
+        restarted = introduce = False
         if peer is None:
             peer = self._peers[sender] = _Peer(-1, addr)
             peer.set_incarnation(sender, header.incarnation)
-        restarted = False
-        if header.incarnation != peer.incarnation:
+            introduce = True
+        elif header.incarnation != peer.incarnation:
             if header.incarnation < peer.incarnation:
                 self._count("rx_dropped_stale_incarnation")
                 return
             restarted = self._new_incarnation(sender, peer, header.incarnation)
+            introduce = True
         if header.incarnation <= peer.left:
             self._count("rx_dropped_departed")
             return
         peer.addr = addr
         self._detector.heard(sender, now)
+        if introduce and self._external:
+            # A life we had not heard before; with no periodic multicast it may never
+            # hear of ours unless we tell it (one unicast heartbeat).
+            self._send_heartbeat(wire_row=self._publishing, to=addr)
         if not peer.trusted and self._may_trust(peer):
             peer.trusted = True
             self._row_changed(now)
@@ -263,13 +278,18 @@ class Membership:
             return
         if now >= self._tick_at:
             self._tick(now)
+        if not self._external:
+            deadline = self._detector.deadline()
+            if deadline is not None and now >= deadline:
+                self._suspect(self._detector.expired(now), now)
         if self._row_flush_at is not None and now >= self._row_flush_at:
             self._flush_row(now)
         if self._announce_at is not None and now >= self._announce_at:
             self._announce_at = None
             self._send_heartbeat(wire_row=self._publishing)
-        if self._settle_at is not None and now >= self._settle_at:
+        if self._settle_at is not None and now >= self._settle_at and not self._postpone_settle(now):
             self._settle_at = None
+            self._settle_cap = None
             self._recompute(now)
         if self._retry_at is not None and now >= self._retry_at:
             self._retry(now)
@@ -357,21 +377,41 @@ class Membership:
         self._matrix_changed(now)
         self._send_heartbeat(wire_row=True)
 
+    def _suspect(self, expired: list[int], now: float) -> None:
+        suspects = [n for n in expired if (peer := self._peers.get(n)) is not None and peer.trusted]
+        for node_id in suspects:
+            self._peers[node_id].trusted = False
+        if suspects:
+            self._count("suspected", len(suspects))
+            self._row_changed(now)
+
     def _matrix_changed(self, now: float) -> None:
         if self._settle_at is None:
             self._settle_at = now + self._timing.settle_delay
+            self._settle_cap = now + self._timing.suspect_timeout
+
+    def _postpone_settle(self, now: float) -> bool:
+        """Wait for suspicions that are clearly coming before computing components.
+
+        After a partition we stop hearing each node of the other side at its own
+        heartbeat phase, so suspicions trickle in over one heartbeat interval.  While
+        some node has been silent for two intervals, its suspicion is likely on its way:
+        computing now would only install a short-lived intermediate view.  Bounded by
+        ``suspect_timeout`` after the first change, so loss cannot stall us.
+        """
+        cap = self._settle_cap
+        if self._external or cap is None or now >= cap:
+            return False
+        if self._detector.longest_silence(now) <= 2 * self._timing.heartbeat_interval:
+            return False
+        deadline = self._detector.deadline()
+        self._settle_at = min(deadline, cap) if deadline is not None and deadline > now else cap
+        return True
 
     def _tick(self, now: float) -> None:
         interval = self._timing.heartbeat_interval
         self._tick_at = max(self._tick_at + interval, now + interval / 2)
         if not self._external:
-            trusted = [n for n, p in self._peers.items() if p.trusted]
-            suspects = self._detector.suspects(trusted, now)
-            if suspects:
-                for node_id in suspects:
-                    self._peers[node_id].trusted = False
-                self._count("suspected", len(suspects))
-                self._row_changed(now)
             self._send_heartbeat(wire_row=self._row_pending)
         else:
             # Nobody needs our heartbeats to judge liveness: gossip the digests to one
@@ -547,8 +587,10 @@ class Membership:
         self._writes.append(StorageWrite("membership", record.encode()))
 
     def _on_propose(self, peer: _Peer, propose: wire.Propose, now: float) -> None:
-        if self._row_flush_at is not None:
-            self._flush_row(now)  # judge the proposal with our freshest row
+        if self._row_flush_at is not None or not self._publishing:
+            # Judge the proposal with our freshest row.  A proposal that names us also
+            # ends the start-up grace: the others have heard us, so say whom we hear.
+            self._flush_row(now, publish=not self._publishing)
         view_id = propose.view_id
         self._max_epoch_seen = max(self._max_epoch_seen, view_id.epoch)
         if view_id == self._accepted:

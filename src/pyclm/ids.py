@@ -11,6 +11,8 @@ used by the CLI and the JSON output, is ``"<epoch>.<coordinator>"``.
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 
 MAX_NODE_ID = 2**32 - 1
@@ -56,6 +58,12 @@ class ViewId:
         if not sep or not epoch.isdigit() or not coordinator.isdigit():
             raise ValueError(f"a view id looks like '7.1' (epoch.coordinator), got {text!r}")
         return cls(epoch=int(epoch), coordinator=int(coordinator))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def member(node_id: int, incarnation: int) -> Member:
+    """A shared :class:`Member` (they are immutable): decoding and the matrix create many."""
+    return Member(node_id, incarnation)
 
 
 def _sorted_members(members: tuple[Member, ...] | list[Member]) -> tuple[Member, ...]:

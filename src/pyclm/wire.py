@@ -29,10 +29,12 @@ from functools import cached_property
 import attrs
 
 from .config import MAX_CLUSTER_SIZE
-from .ids import Member, ViewId
+from .ids import Member, ViewId, member
 
 MAGIC = b"\xc1\x4d"
 VERSION = 1
+#: Node ids below this may stand for their own bit position in a mask (see Row.id_mask).
+SMALL_IDS = 1 << 16
 #: The longest opaque state or payload a quorum policy may put in one message.
 MAX_STATE = 16384
 
@@ -91,9 +93,11 @@ class Row:
 
     @cached_property
     def id_mask(self) -> int:
-        """The heard node ids as bits (bit n = node n); meant for small ids only."""
+        """The heard node ids as bits (bit n = node n), or -1 when an id is 2**16 or more."""
         mask = 0
         for node_id in self.heard:
+            if node_id >= SMALL_IDS:
+                return -1
             mask |= 1 << node_id
         return mask
 
@@ -325,7 +329,7 @@ class _Reader:
         end = self.pos + n * _ENTRY.size
         if end > len(self.data):
             raise _Malformed("truncated")
-        out = tuple(Member(i, inc) for i, inc in _ENTRY.iter_unpack(self.data[self.pos : end]))
+        out = tuple(member(i, inc) for i, inc in _ENTRY.iter_unpack(self.data[self.pos : end]))
         self.pos = end
         ids = [m.node_id for m in out]
         if any(a >= b for a, b in itertools.pairwise(ids)):
