@@ -200,7 +200,9 @@ def test_row_helpers() -> None:
     assert ROW.key == (5, 3)
     assert ROW.heard == {1: 5, 2: 9, 4: 1}
     copy = Row(origin=1, incarnation=5, version=3, entries=ROW.entries)
-    assert copy != ROW  # rows compare by identity
+    assert copy == ROW and hash(copy) == hash(ROW)  # rows are values
+    other = Row(origin=1, incarnation=5, version=3, entries=ROW.entries[:1])
+    assert other != ROW  # the same key with other entries (another run, another cluster) is another row
 
 
 def test_row_digest_ignores_order_and_sees_versions() -> None:

@@ -91,6 +91,7 @@ class _Matrix:
                     mask |= 1 << pos[pair[0]]
             self.hears[pos[node_id]] = mask
         self.everyone = everyone
+        self._regions: dict[int, frozenset[int]] = {}
 
     def components(self) -> tuple[Component, ...]:
         hears, known, ids_at, inc = self.hears, self.known, self.ids_at, self.inc
@@ -102,7 +103,10 @@ class _Matrix:
             clique = low
             heard_by_all = hears[first]
             any_unknown = not (known & low)
-            for b in _bits(heard_by_all & remaining & ~low):
+            candidates = heard_by_all & remaining & ~low
+            if any_unknown:
+                candidates &= known  # two unknown rows never link: skip them up front
+            for b in _bits(candidates):
                 bit = 1 << b
                 if not heard_by_all & bit or hears[b] & clique != clique:
                     continue
@@ -117,6 +121,12 @@ class _Matrix:
 
     def region(self, node_id: int) -> frozenset[int]:
         """Ids reachable from ``node_id`` by following rows (whom each hears)."""
+        cached = self._regions.get(node_id)
+        if cached is None:
+            cached = self._regions[node_id] = self._region(node_id)
+        return cached
+
+    def _region(self, node_id: int) -> frozenset[int]:
         start = self.pos.get(node_id)
         if start is None:
             return frozenset()

@@ -54,6 +54,7 @@ from .detector import FailureDetector, TimeoutDetector
 from .errors import UsageError
 from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import MAX_INCARNATION, Member, View, ViewId
+from .ids import member as interned_member
 from .storage import MembershipRecord, StorageWrite
 from .voting import FormPrimary, LosePrimary, QuorumConfig, QuorumPolicy, SendQuorum, WriteState, make_policy
 
@@ -93,7 +94,7 @@ class _Peer:
     def set_incarnation(self, node_id: int, incarnation: int) -> None:
         self.incarnation = incarnation
         if incarnation >= 0:
-            self.member = Member(node_id, incarnation)
+            self.member = interned_member(node_id, incarnation)
 
 
 class Membership:
@@ -119,7 +120,7 @@ class Membership:
         record = MembershipRecord.decode(stored["membership"]) if "membership" in stored else None
         previous = record.incarnation if record else -1
         self.incarnation = min(max(previous + 1, wall_clock_ns), MAX_INCARNATION)
-        self.me = Member(self.node_id, self.incarnation)
+        self.me = interned_member(self.node_id, self.incarnation)
         self._accepted = ViewId(record.max_epoch, record.max_coordinator) if record and record.max_epoch else None
         self._max_epoch_seen = record.max_epoch if record else 0
         self.policy: QuorumPolicy = make_policy(quorum, self.node_id, stored.get("quorum"))
@@ -157,6 +158,8 @@ class Membership:
         self._settle_cap: float | None = None
         self._row_flush_at: float | None = None
         self._announce_at: float | None = None
+        self._next_sync_at = now
+        self._waiting: set[int] = set()  # external mode: reachable, but this life not heard yet
         self._tick_at = now + config.timing.heartbeat_interval * rng.uniform(0.5, 1.0)
         self._send_heartbeat(wire_row=False)
 
@@ -249,6 +252,7 @@ class Membership:
             self._send_heartbeat(wire_row=self._publishing, to=addr)
         if not peer.trusted and self._may_trust(peer):
             peer.trusted = True
+            self._waiting.discard(sender)
             self._row_changed(now)
         elif restarted:
             self._row_changed(now)
@@ -320,8 +324,14 @@ class Membership:
         elif reachable and self._external and not trust:
             # It can reach us but we do not know its current life (new, restarted, or it
             # rejoined while cut off): nobody would multicast otherwise, so introduce
-            # ourselves once this round of inputs is over (one heartbeat, not one per node).
+            # ourselves once this round of inputs is over (one heartbeat, not one per node),
+            # and again at every tick until we have heard it (introductions can be lost).
             self._announce_at = now
+        if self._external:
+            if reachable and not peer.trusted:
+                self._waiting.add(node_id)
+            else:
+                self._waiting.discard(node_id)
 
     def leave(self, now: float) -> None:
         """Leave the cluster gracefully: tell the group, then stop.  Drain outputs once more."""
@@ -420,6 +430,8 @@ class Membership:
             if trusted:
                 target = self._peers[self._rng.choice(sorted(trusted))].addr
                 self._send_heartbeat(wire_row=self._row_pending, to=target)
+            if self._waiting:
+                self._send_heartbeat(wire_row=self._publishing)  # introductions may have been lost
             if self._unsettled():
                 # Nobody multicasts periodically here: tell our coordinator directly.
                 coordinator = self._peers.get(self._component()[0].node_id)
@@ -464,8 +476,10 @@ class Membership:
                 self._pull(peer, want_all=False, origins=[sender])
         if hb.knowledge != self._knowledge and peer.trusted and self._settle_at is None:
             peer.mismatch += 1
-            if peer.mismatch >= _MISMATCH_LIMIT:
+            if peer.mismatch >= _MISMATCH_LIMIT and now >= self._next_sync_at:
+                # Anti-entropy, at most once per suspect_timeout whoever disagrees.
                 peer.mismatch = 0
+                self._next_sync_at = now + self._timing.suspect_timeout
                 self._pull(peer, want_all=True, origins=sorted(self._matrix.region(self.node_id)))
         else:
             peer.mismatch = 0

@@ -69,7 +69,11 @@ class MessageType(enum.IntEnum):
 class Row:
     """Whom ``origin`` (in life ``incarnation``) hears, as of its ``version``.
 
-    Rows compare by identity; ``key`` orders versions of one origin's row.
+    Rows are values: a node's own row and the copy its peers decoded are equal, so nodes
+    holding the same rows hold equal matrices (which the component computation
+    memoises).  Members are interned (:func:`pyclm.ids.member`), so comparing the
+    entries of equal rows is an identity check per entry.  ``key`` orders the versions
+    of one origin's row.
     """
 
     origin: int
@@ -80,6 +84,18 @@ class Row:
     @property
     def key(self) -> tuple[int, int]:
         return (self.incarnation, self.version)
+
+    @cached_property
+    def _identity(self) -> tuple[int, int, int]:
+        return (self.origin, self.incarnation, self.version)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Row):
+            return NotImplemented
+        return self is other or (self._identity == other._identity and self.entries == other.entries)
+
+    def __hash__(self) -> int:
+        return hash(self._identity)
 
     @cached_property
     def heard(self) -> dict[int, int]:
