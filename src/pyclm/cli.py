@@ -1,7 +1,8 @@
 """The ``pyclm`` command: a thin layer over library calls.
 
-Exit codes: 0 success; 1 an invariant was violated (``simulate``); 2 bad usage, a bad
-scenario or a bad setting (one line on stderr naming it).
+Exit codes: 0 success; 1 an invariant was violated; 2 bad usage, a bad scenario or a
+bad setting (one line on stderr naming it); 141 the reader of stdout went away (as
+for SIGPIPE in a shell).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`pyclm simulate ... | head`): stop quietly, as other tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return 141
 
 
 def _override(scenario: Scenario, seed: int | None, quorum: str | None) -> Scenario:

@@ -118,6 +118,10 @@ class Membership:
         self._rng = rng
         self._detector: FailureDetector = detector or TimeoutDetector(config.timing.suspect_timeout)
         record = MembershipRecord.decode(stored["membership"]) if "membership" in stored else None
+        if record is None and "membership" in stored:
+            # Amnesia handling (never acting as a witness) comes with dynamic voting; for
+            # now say it loudly: this node starts over as if new.
+            log.warning("node %d: the stored membership record is unreadable; starting as a new node", self.node_id)
         previous = record.incarnation if record else -1
         self.incarnation = min(max(previous + 1, wall_clock_ns), MAX_INCARNATION)
         self.me = interned_member(self.node_id, self.incarnation)
@@ -157,7 +161,6 @@ class Membership:
         self._retry_at: float | None = None
         self._settle_cap: float | None = None
         self._row_flush_at: float | None = None
-        self._announce_at: float | None = None
         self._next_sync_at = now
         self._waiting: set[int] = set()  # external mode: reachable, but this life not heard yet
         self._tick_at = now + config.timing.heartbeat_interval * rng.uniform(0.5, 1.0)
@@ -171,8 +174,25 @@ class Membership:
         return out
 
     def datagrams_to_send(self) -> list[tuple[bytes, Any]]:
-        """``(data, address)`` pairs; the address is a peer's or :data:`GROUP`."""
+        """``(data, address)`` pairs; the address is a peer's or :data:`GROUP`.
+
+        Never longer than ``config.max_datagram``: a message that would be (a view too
+        large for the transport) is dropped here, counted as ``tx_dropped_oversize`` and
+        logged, so a driver never has to handle it.
+        """
         out, self._datagrams = self._datagrams, []
+        limit = self.config.max_datagram
+        if any(len(data) > limit for data, _ in out):
+            kept = [(data, addr) for data, addr in out if len(data) <= limit]
+            self._count("tx_dropped_oversize", len(out) - len(kept))
+            log.warning(
+                "node %d: %d datagram(s) longer than max_datagram=%d dropped: the cluster is too large "
+                "for this transport (docs/wire.md)",
+                self.node_id,
+                len(out) - len(kept),
+                limit,
+            )
+            out = kept
         return out
 
     def next_event(self) -> Event | None:
@@ -189,7 +209,6 @@ class Membership:
             self._row_flush_at,
             self._settle_at,
             self._retry_at,
-            self._announce_at,
             self.policy.get_timer(),
         ):
             if other is not None and other < deadline:
@@ -246,16 +265,16 @@ class Membership:
             return
         peer.addr = addr
         self._detector.heard(sender, now)
-        if introduce and self._external:
-            # A life we had not heard before; with no periodic multicast it may never
-            # hear of ours unless we tell it (one unicast heartbeat).
-            self._send_heartbeat(wire_row=self._publishing, to=addr)
         if not peer.trusted and self._may_trust(peer):
             peer.trusted = True
             self._waiting.discard(sender)
             self._row_changed(now)
         elif restarted:
             self._row_changed(now)
+        if introduce and self._external and not peer.trusted:
+            # A life we had not heard before and our row does not announce us to it: with
+            # no periodic multicast it may never hear of ours unless we tell it.
+            self._send_heartbeat(wire_row=self._publishing, to=addr)
         kind = type(message)
         if kind is wire.Heartbeat:
             self._on_heartbeat(peer, message, now)  # type: ignore[arg-type]
@@ -288,9 +307,6 @@ class Membership:
                 self._suspect(self._detector.expired(now), now)
         if self._row_flush_at is not None and now >= self._row_flush_at:
             self._flush_row(now)
-        if self._announce_at is not None and now >= self._announce_at:
-            self._announce_at = None
-            self._send_heartbeat(wire_row=self._publishing)
         if self._settle_at is not None and now >= self._settle_at and not self._postpone_settle(now):
             self._settle_at = None
             self._settle_cap = None
@@ -321,13 +337,10 @@ class Membership:
         if trust != peer.trusted:
             peer.trusted = trust
             self._row_changed(now)
-        elif reachable and self._external and not trust:
-            # It can reach us but we do not know its current life (new, restarted, or it
-            # rejoined while cut off): nobody would multicast otherwise, so introduce
-            # ourselves once this round of inputs is over (one heartbeat, not one per node),
-            # and again at every tick until we have heard it (introductions can be lost).
-            self._announce_at = now
         if self._external:
+            # Reachable, but we have not heard its current life (new, restarted, or it
+            # rejoined while cut off): nobody would multicast otherwise, so we introduce
+            # ourselves at every tick until we hear it (see _tick).
             if reachable and not peer.trusted:
                 self._waiting.add(node_id)
             else:
@@ -549,8 +562,13 @@ class Membership:
         return component
 
     def _recompute(self, now: float) -> None:
-        if not self._publishing or self._row_flush_at is not None:
-            self._flush_row(now, publish=not self._publishing)
+        if not self._publishing:
+            # The start-up grace is over: publish our row, and compute only once the
+            # others' rows (published at about the same time) have had a chance to come.
+            self._flush_row(now, publish=True)
+            return
+        if self._row_flush_at is not None:
+            self._flush_row(now)
         self._knowledge = wire.row_digest(
             row for origin in self._matrix.region(self.node_id) if (row := self._matrix.get(origin)) is not None
         )
@@ -580,10 +598,10 @@ class Membership:
         self._count("proposed")
         if len(component) == 1:
             self._proposal = None
-            self._install(view, ((self.node_id, self.policy.ack_state()),), now)
+            self._install(view, ((self.node_id, self._ack_state()),), now)
             return
         self._proposal = view
-        self._acks = {self.node_id: self.policy.ack_state()}
+        self._acks = {self.node_id: self._ack_state()}
         data = wire.encode_propose(self.node_id, self.incarnation, view.view_id, component)
         for member in component[1:]:
             self._datagrams.append((data, self._peers[member.node_id].addr))
@@ -625,8 +643,17 @@ class Membership:
         self._send_ack(peer.addr, view_id)
         self._retry_at = now + self._timing.heartbeat_interval
 
+    def _ack_state(self) -> bytes:
+        state = self.policy.ack_state()
+        if len(state) > wire.MAX_STATE:
+            raise UsageError(
+                f"quorum policy {self.policy.name!r} returned {len(state)} bytes of ack state; "
+                f"the wire carries at most {wire.MAX_STATE}"
+            )
+        return state
+
     def _send_ack(self, addr: Any, view_id: ViewId) -> None:
-        data = wire.encode_ack(self.node_id, self.incarnation, view_id, self.policy.ack_state())
+        data = wire.encode_ack(self.node_id, self.incarnation, view_id, self._ack_state())
         self._datagrams.append((data, addr))
 
     def _on_ack(self, peer: _Peer, ack: wire.Ack, now: float) -> None:
@@ -717,6 +744,11 @@ class Membership:
                 view = self.view
                 if view is None:
                     continue
+                if len(action.payload) > wire.MAX_STATE:
+                    raise UsageError(
+                        f"quorum policy {self.policy.name!r} sent {len(action.payload)} bytes; "
+                        f"the wire carries at most {wire.MAX_STATE}"
+                    )
                 data = wire.encode_quorum(self.node_id, self.incarnation, view.view_id, action.payload)
                 targets = action.to if action.to is not None else view.node_ids
                 for node_id in targets:

@@ -6,7 +6,8 @@
     primary number never share a number, consecutive ones share a node, and each
     satisfies the policy's own rule where it has one (static majority: more than half
     the configured votes);
-(d) liveness, checked on demand by :meth:`InvariantChecker.check_settled`.
+Liveness (d) needs a quiet period and knowledge of the policy's intent; the property
+tests check it (``tests/test_sim_properties.py``).
 """
 
 from __future__ import annotations

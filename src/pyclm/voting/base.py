@@ -60,6 +60,9 @@ class QuorumConfig:
         if not isinstance(self.policy, str) or self.policy not in POLICIES:
             known = ", ".join(sorted(POLICIES))
             raise ConfigError("quorum.policy", f"unknown policy {self.policy!r} (known: {known})")
+        unknown = sorted(set(self.options) - POLICIES[self.policy].option_names)
+        if unknown:
+            raise ConfigError(f"quorum.{unknown[0]}", f"unknown setting for policy {self.policy!r}")
         tb = self.tie_breaker
         if not (tb in ("lowest", "highest") or (isinstance(tb, int) and not isinstance(tb, bool) and tb >= 0)):
             raise ConfigError("quorum.tie_breaker", f"must be 'lowest', 'highest' or a node id, got {tb!r}")
@@ -123,6 +126,8 @@ class QuorumPolicy(abc.ABC):
     """Base class of quorum policies.  Subclasses append to ``self.actions``."""
 
     name: ClassVar[str]
+    #: The extra keys this policy accepts in the ``[quorum]`` table (QuorumConfig.options).
+    option_names: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: QuorumConfig, node_id: int, stored: bytes | None) -> None:
         self.config = config

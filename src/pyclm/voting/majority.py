@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..errors import ConfigError
 from ..ids import View
 from .base import FormPrimary, QuorumConfig, QuorumPolicy, register_policy
 
@@ -17,6 +18,14 @@ from .base import FormPrimary, QuorumConfig, QuorumPolicy, register_policy
 @register_policy
 class StaticMajority(QuorumPolicy):
     name = "majority"
+
+    def __init__(self, config: QuorumConfig, node_id: int, stored: bytes | None) -> None:
+        super().__init__(config, node_id, stored)
+        if config.total_votes <= 0:
+            raise ConfigError(
+                "quorum.votes",
+                "static majority needs the configured votes (e.g. votes = { 1 = 1, 2 = 1, 3 = 1 })",
+            )
 
     def view_installed(self, view: View, states: Mapping[int, bytes], now: float) -> None:
         if self.rule_holds(self.config, view.node_ids):
