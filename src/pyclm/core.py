@@ -123,6 +123,8 @@ class Membership:
             # now say it loudly: this node starts over as if new.
             log.warning("node %d: the stored membership record is unreadable; starting as a new node", self.node_id)
         previous = record.incarnation if record else -1
+        if previous >= MAX_INCARNATION:
+            raise UsageError(f"node {self.node_id}: the stored incarnation is exhausted (2**64-1); clear the state")
         self.incarnation = min(max(previous + 1, wall_clock_ns), MAX_INCARNATION)
         self.me = interned_member(self.node_id, self.incarnation)
         self._accepted = ViewId(record.max_epoch, record.max_coordinator) if record and record.max_epoch else None
@@ -155,7 +157,6 @@ class Membership:
         self._stopped = False
         self._view_spent = False  # we dropped primary in this view: it needs replacing
 
-        self._started = now
         grace = config.timing.heartbeat_interval if self._external else config.timing.suspect_timeout
         self._settle_at: float | None = now + grace
         self._retry_at: float | None = None
@@ -439,9 +440,12 @@ class Membership:
         else:
             # Nobody needs our heartbeats to judge liveness: gossip the digests to one
             # neighbour, so the cost stays linear in the cluster size.
-            trusted = [n for n, p in self._peers.items() if p.trusted]
-            if trusted:
-                target = self._peers[self._rng.choice(sorted(trusted))].addr
+            entries = self._row.entries  # ourselves and whom we trust, ascending
+            if len(entries) > 1:
+                i = self._rng.randrange(len(entries) - 1)
+                if entries[i].node_id >= self.node_id:
+                    i += 1  # skip ourselves
+                target = self._peers[entries[i].node_id].addr
                 self._send_heartbeat(wire_row=self._row_pending, to=target)
             if self._waiting:
                 self._send_heartbeat(wire_row=self._publishing)  # introductions may have been lost
