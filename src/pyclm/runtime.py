@@ -46,6 +46,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
+from ._taskgroups import exit_task_group
 from .config import MembershipConfig
 from .core import Membership
 from .errors import UsageError
@@ -352,12 +353,7 @@ class Node:
     ) -> bool | None:
         task_group = self._task_group
         assert task_group is not None
-        try:
-            return await task_group.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                return False  # the body's own exception: let it through unwrapped
-            raise
+        return await exit_task_group(task_group, exc_type, exc, tb)
 
     async def _main(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         assert self._scope is not None and self._receive_scope is not None and self._task_group is not None

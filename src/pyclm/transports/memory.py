@@ -33,6 +33,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .._taskgroups import exit_task_group
 from ..core import GROUP
 from ..errors import UsageError
 from ..sim.network import NetworkConditions, NetworkModel
@@ -156,12 +157,7 @@ class MemoryNetwork:
             endpoint._close()
         self._heap.clear()
         task_group.cancel_scope.cancel()
-        try:
-            return await task_group.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
-                return False  # the body's own exception: let it through unwrapped
-            raise
+        return await exit_task_group(task_group, exc_type, exc, tb)
 
     @property
     def running(self) -> bool:
