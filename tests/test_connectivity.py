@@ -300,3 +300,17 @@ def test_greedy_is_not_the_largest_clique() -> None:
     result = components(rows)
     assert ids(result) == [[1, 2], [3, 4]]
     check_greedy(rows, result)
+
+
+@given(matrices())
+def test_large_ids_give_the_same_components(rows: list[Row]) -> None:
+    """Ids of 2**16 and more take the general path (ranks as bit positions): same answer."""
+    shift = 1 << 20
+
+    def moved(row: Row) -> Row:
+        entries = tuple(Member(m.node_id + shift, m.incarnation) for m in row.entries)
+        return Row(origin=row.origin + shift, incarnation=row.incarnation, version=row.version, entries=entries)
+
+    small = components(rows)
+    large = components([moved(r) for r in rows])
+    assert [[m.node_id + shift for m in c] for c in small] == [[m.node_id for m in c] for c in large]

@@ -43,6 +43,26 @@ def _bits(mask: int) -> Iterable[int]:
         mask ^= low
 
 
+_CURRENT: dict[frozenset[tuple[int, int]], frozenset[tuple[int, int]]] = {}
+
+
+def _interned(current: frozenset[tuple[int, int]]) -> frozenset[tuple[int, int]]:
+    """One object per distinct incarnation map, so the per-row mask caches hit by identity."""
+    if len(_CURRENT) > 1024:
+        _CURRENT.clear()
+    return _CURRENT.setdefault(current, current)
+
+
+def _mask(row: Row, current: frozenset[tuple[int, int]], pos: dict[int, int], *, small: bool) -> int:
+    """Bits of the members ``row`` hears at their current incarnation."""
+    if small and row.pairs <= current:
+        return row.id_mask  # nothing stale, and ids are their own bit positions
+    mask = 0
+    for node_id, _ in row.pairs & current:
+        mask |= 1 << pos[node_id]
+    return mask
+
+
 class _Matrix:
     """Masks of one set of rows (built once per distinct set).
 
@@ -74,7 +94,7 @@ class _Matrix:
         everyone = 0
         for p in pos.values():
             everyone |= 1 << p
-        current = set(inc.items())
+        current = _interned(frozenset(inc.items()))
         self.known = 0
         self.hears: dict[int, int] = {}
         for node_id in ids:
@@ -83,12 +103,15 @@ class _Matrix:
                 self.hears[pos[node_id]] = everyone
                 continue
             self.known |= 1 << pos[node_id]
-            if small and origin_row.pairs <= current:
-                mask = origin_row.id_mask  # no stale incarnation in this row: the cached mask holds
+            if small:
+                # With ids as bit positions a row's mask depends only on the row and on the
+                # current incarnations, so it is computed once and shared by every node
+                # (and every matrix) that holds the same row and the same incarnations.
+                mask = origin_row.masks.get(current)
+                if mask is None:
+                    mask = origin_row.masks[current] = _mask(origin_row, current, pos, small=True)
             else:
-                mask = 0
-                for pair in origin_row.pairs & current:
-                    mask |= 1 << pos[pair[0]]
+                mask = _mask(origin_row, current, pos, small=False)
             self.hears[pos[node_id]] = mask
         self.everyone = everyone
         self._regions: dict[int, frozenset[int]] = {}

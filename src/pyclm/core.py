@@ -41,6 +41,7 @@ component other than its view stops acting as primary at once (``PrimaryLost``).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import random
 from collections import Counter, deque
@@ -76,6 +77,12 @@ _MISMATCH_LIMIT = 3
 
 def _node_id(member: Member) -> int:
     return member.node_id
+
+
+def _holds(members: tuple[Member, ...], node_id: int, incarnation: int) -> bool:
+    """Whether ``members`` (ascending by id) hold that life of that node; O(log n)."""
+    i = bisect.bisect_left(members, node_id, key=_node_id)
+    return i < len(members) and members[i].node_id == node_id and members[i].incarnation == incarnation
 
 
 class _Peer:
@@ -481,7 +488,7 @@ class Membership:
             # A member of our component needs a new view although we saw no change (it
             # moved on, or stopped acting as primary in our view): propose again.
             component = self._component()
-            if component[0].node_id == self.node_id and Member(sender, hb.header.incarnation) in component:
+            if component[0].node_id == self.node_id and _holds(component, sender, hb.header.incarnation):
                 self._count("reproposed_unsettled")
                 self._propose(component, now)
         if hb.row is not None:
@@ -664,7 +671,7 @@ class Membership:
         sender = ack.header.sender
         proposal = self._proposal
         if proposal is not None and ack.view_id == proposal.view_id:
-            if Member(sender, ack.header.incarnation) not in proposal.members:
+            if not _holds(proposal.members, sender, ack.header.incarnation):
                 return
             self._acks[sender] = ack.state
             if len(self._acks) == len(proposal.members):

@@ -118,6 +118,11 @@ class Row:
         return mask
 
     @cached_property
+    def masks(self) -> dict[frozenset[tuple[int, int]], int]:
+        """Cache of :mod:`pyclm.connectivity`: this row's mask per incarnation map."""
+        return {}
+
+    @cached_property
     def encoded_size(self) -> int:
         return _ROW_HEAD.size + _ENTRY.size * len(self.entries)
 
