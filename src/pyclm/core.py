@@ -464,11 +464,16 @@ class Membership:
         self._row_pending = False
 
     def _unsettled(self) -> bool:
-        """We need a new view from our coordinator and are waiting for nothing."""
-        if self._pending is not None or self._settle_at is not None or self.view is None:
+        """We need a new view from our coordinator and nothing we wait for will give it."""
+        if self._settle_at is not None or self.view is None:
             return False
         component = self._component()
-        return (component != self.view.members or self._view_spent) and component[0].node_id != self.node_id
+        if component[0].node_id == self.node_id:
+            return False
+        pending = self._pending
+        if pending is not None and pending.members == component:
+            return False  # our acks are being retried; the coordinator answers them
+        return component != self.view.members or self._view_spent or pending is not None
 
     def _send_heartbeat(self, *, wire_row: bool, to: Any = GROUP) -> None:
         row: wire.Row | None = self._row if wire_row else None
@@ -592,14 +597,14 @@ class Membership:
             self._view_spent = True
             assert view is not None
             self._events.append(PrimaryLost(view_id=view.view_id))
-        if view is not None and view.members == component and not self._view_spent:
-            self._proposal = None
-            return
         if component[0].node_id != self.node_id:
             self._proposal = None  # somebody else coordinates this component
             return
         if self._proposal is not None and self._proposal.members == component:
-            return  # already in flight
+            return  # already in flight (perhaps re-proposed for a member that needs it)
+        if view is not None and view.members == component and not self._view_spent:
+            self._proposal = None
+            return
         self._propose(component, now)
 
     def _propose(self, component: Component, now: float) -> None:
@@ -685,6 +690,18 @@ class Membership:
             # The member missed our install message: send it again.
             install = wire.encode_install(self.node_id, self.incarnation, ack.view_id, self._install_states)
             self._datagrams.append((install, peer.addr))
+        elif (
+            ack.view_id.coordinator == self.node_id
+            and (self.view is None or ack.view_id.epoch > self.view.view_id.epoch)
+            and proposal is None
+            and self._settle_at is None
+        ):
+            # A member still waits on a proposal of ours that we abandoned: it would wait
+            # forever, so propose its component (ours) again under a new epoch.
+            component = self._component()
+            if component[0].node_id == self.node_id and _holds(component, sender, ack.header.incarnation):
+                self._count("reproposed_stale_ack")
+                self._propose(component, now)
 
     def _on_nack(self, nack: wire.Nack, now: float) -> None:
         self._max_epoch_seen = max(self._max_epoch_seen, nack.max_epoch)
