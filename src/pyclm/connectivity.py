@@ -183,7 +183,9 @@ class ConnectivityMatrix:
 
     def __init__(self) -> None:
         self._rows: dict[int, Row] = {}
-        self._frozen: frozenset[Row] | None = frozenset()
+        self._frozen: frozenset[Row] | None = None
+        self._matrix: _Matrix | None = None
+        self._components: tuple[Component, ...] | None = None
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -201,20 +203,29 @@ class ConnectivityMatrix:
         if old is not None and old.key >= row.key:
             return False
         self._rows[row.origin] = row
-        self._frozen = None
+        self._frozen = self._matrix = self._components = None
         return True
 
     def forget(self, origin: int) -> None:
         if self._rows.pop(origin, None) is not None:
-            self._frozen = None
+            self._frozen = self._matrix = self._components = None
 
     def snapshot(self) -> frozenset[Row]:
         if self._frozen is None:
             self._frozen = frozenset(self._rows.values())
         return self._frozen
 
+    def _analysis(self) -> _Matrix:
+        # Kept until the rows change: looking a snapshot up in the shared memo compares
+        # it row by row with the one stored there, which is worth doing once, not per call.
+        if self._matrix is None:
+            self._matrix = _analyse(self.snapshot())
+        return self._matrix
+
     def component_of(self, node_id: int) -> Component | None:
-        for component in _components(self.snapshot()):
+        if self._components is None:
+            self._components = _components(self.snapshot())
+        for component in self._components:
             if component[0].node_id > node_id:
                 break
             if any(m.node_id == node_id for m in component):
@@ -222,4 +233,4 @@ class ConnectivityMatrix:
         return None
 
     def region(self, node_id: int) -> frozenset[int]:
-        return _analyse(self.snapshot()).region(node_id)
+        return self._analysis().region(node_id)
