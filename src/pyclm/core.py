@@ -188,7 +188,10 @@ class Membership:
         large for the transport) is dropped here, counted as ``tx_dropped_oversize`` and
         logged, so a driver never has to handle it.
         """
-        out, self._datagrams = self._datagrams, []
+        out = self._datagrams
+        if not out:
+            return []
+        self._datagrams = []
         limit = self.config.max_datagram
         if any(len(data) > limit for data, _ in out):
             kept = [(data, addr) for data, addr in out if len(data) <= limit]

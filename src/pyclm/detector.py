@@ -55,9 +55,8 @@ class TimeoutDetector:
         return self._last.get(node_id)
 
     def deadline(self) -> float | None:
-        for first in self._last.values():
-            return first + self.timeout
-        return None
+        last = self._last
+        return last[next(iter(last))] + self.timeout if last else None
 
     def expired(self, now: float) -> list[int]:
         timeout = self.timeout
