@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from pyclm.config import TimingConfig
-from pyclm.sim import NetworkConditions, Scenario, ScenarioEvent, Simulator
-from pyclm.voting import QuorumConfig
-
-NODES = (1, 2, 3, 4, 5)
+from pyclm.sim import NetworkConditions, ScenarioEvent, Simulator
+from test_sim_properties import INITIAL as NODES
+from test_sim_properties import make_simulator
 
 
 def simulator(connectivity: str, seed: int, loss: float = 0.0) -> Simulator:
-    scenario = Scenario(
-        nodes=NODES,
-        seed=seed,
-        duration=1e6,
-        connectivity=connectivity,
-        quorum=QuorumConfig(policy="majority").with_default_votes(list(NODES)),
-        timing=TimingConfig(heartbeat_interval=0.1, suspect_timeout=0.5),
-        network=NetworkConditions(latency=0.001, jitter=0.0005, loss=loss),
-    )
-    sim = Simulator(scenario)
-    sim.start()
-    return sim
+    return make_simulator(connectivity, seed, NetworkConditions(latency=0.001, jitter=0.0005, loss=loss))
 
 
 def cut(sim: Simulator, a: int, b: int, *, both: bool = True) -> None:

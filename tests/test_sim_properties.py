@@ -24,11 +24,18 @@ NIGHTLY = os.environ.get("PYCLM_NIGHTLY") == "1"
 INITIAL = (1, 2, 3, 4, 5)
 NEWCOMERS = (6, 7)
 TIMING = TimingConfig(heartbeat_interval=0.1, suspect_timeout=0.5)
+#: Some jitter, duplication and reordering all the time; loss comes from the rules.
+NETWORK = NetworkConditions(latency=0.001, jitter=0.0005, duplicate=0.05, reorder=0.05)
 #: Long enough for detection, row exchange, one agreement round and a retry or two.
 QUIET = 3.0
 
 
-def make_simulator(connectivity: str, seed: int) -> Simulator:
+def make_simulator(
+    connectivity: str,
+    seed: int,
+    network: NetworkConditions = NETWORK,
+) -> Simulator:
+    """A running 5-node majority cluster (ids 1..5) with no scripted events: tests drive it."""
     scenario = Scenario(
         nodes=INITIAL,
         seed=seed,
@@ -36,7 +43,7 @@ def make_simulator(connectivity: str, seed: int) -> Simulator:
         connectivity=connectivity,
         quorum=QuorumConfig(policy="majority").with_default_votes(list(INITIAL)),
         timing=TIMING,
-        network=NetworkConditions(latency=0.001, jitter=0.0005, duplicate=0.05, reorder=0.05),
+        network=network,
     )
     sim = Simulator(scenario)
     sim.start()
