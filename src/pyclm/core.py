@@ -14,17 +14,22 @@ monotonic origin): datagrams (:meth:`receive_datagram`), its timer
 
 Liveness.  Every ``heartbeat_interval`` the core multicasts a heartbeat carrying its
 current view id, the version of its row and a digest of the rows it holds.  A node is
-*trusted* while its datagrams keep arriving (the failure detector sweeps at every
-heartbeat tick) or, in external mode, while the outside world says it is reachable.
+*trusted* while its datagrams keep arriving (the failure detector suspects it exactly
+``suspect_timeout`` after the last one) or, in external mode, while the outside world
+says it is reachable; external mode sends no periodic multicast, only one unicast
+heartbeat per interval to a random neighbour.
 
-Connectivity.  The trusted members form this node's *row*.  When the row changes its
-version grows and the row rides on the next heartbeat; a receiver that sees a newer
-version than it holds, without the row, pulls it.  Rows of nodes a neighbour cannot
+Connectivity.  The trusted members form this node's *row*.  Changes within
+``settle_delay`` coalesce into one new version, which rides on a heartbeat at once and
+on the next periodic one; a receiver that sees a newer version than it holds, without
+the row, pulls it.  A starting node publishes no row (version 0) until its start-up
+grace ends: a row that hears nobody yet would only say it is cut off.  Rows of nodes a neighbour cannot
 hear reach it through the knowledge digest: two neighbours whose digests keep
 differing exchange version vectors and the rows one of them lacks (anti-entropy).  See
 :mod:`pyclm.connectivity` for the rule that turns the rows into components.
 
-View agreement.  When the rows settle, the core computes its component.  If that
+View agreement.  When the rows settle (and no suspicion is clearly on its way, see
+``_postpone_settle``), the core computes its component.  If that
 differs from its view and this node has the lowest id in it, it proposes a view with a
 new epoch (after persisting the epoch, so no view id is ever reused).  A member accepts
 a proposal only if it matches its own computation and its epoch is higher than every
@@ -34,9 +39,14 @@ Proposals and acks are retransmitted every heartbeat interval until installed or
 superseded.  Two nodes never install the same view id with different members, and each
 node installs strictly increasing epochs, across restarts too.
 
+A member that needs a new view its coordinator does not know about (it moved on, its
+view is spent, or it waits on an abandoned proposal) says so in its heartbeats
+(*unsettled*), and the coordinator proposes again.
+
 Quorum.  After a view is installed the quorum policy (:mod:`pyclm.voting`) decides
 whether it is primary; that is a separate event.  A primary node that computes a
-component other than its view stops acting as primary at once (``PrimaryLost``).
+component other than its view stops acting as primary at once (``PrimaryLost``); that
+view is *spent*: only a new view forms a primary again.
 """
 
 from __future__ import annotations
