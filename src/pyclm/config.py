@@ -43,7 +43,8 @@ class TimingConfig:
 
     heartbeat_interval: float = attrs.field(default=0.1, validator=_positive("timing.heartbeat_interval"))
     suspect_timeout: float = attrs.field(default=0.5, validator=_positive("timing.suspect_timeout"))
-    #: Matrix changes are gathered this long before components are recomputed.
+    #: Changes of our row, then of the matrix, are gathered this long before the new row
+    #: goes out and before components are computed.
     settle_delay: float = attrs.field(default=0.005, validator=_positive("timing.settle_delay"))
 
     def __attrs_post_init__(self) -> None:
