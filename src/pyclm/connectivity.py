@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 
-from .ids import Member, member
+from .ids import Member, find, member
 from .wire import SMALL_IDS, Row
 
 Component = tuple[Member, ...]
@@ -228,7 +228,7 @@ class ConnectivityMatrix:
         for component in self._components:
             if component[0].node_id > node_id:
                 break
-            if any(m.node_id == node_id for m in component):
+            if find(component, node_id) is not None:
                 return component
         return None
 

@@ -51,7 +51,6 @@ view is *spent*: only a new view forms a primary again.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import random
 from collections import Counter, deque
@@ -64,7 +63,7 @@ from .connectivity import Component, ConnectivityMatrix
 from .detector import FailureDetector, TimeoutDetector
 from .errors import UsageError
 from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
-from .ids import MAX_INCARNATION, Member, View, ViewId
+from .ids import MAX_INCARNATION, Member, View, ViewId, find
 from .ids import member as interned_member
 from .storage import MembershipRecord, StorageWrite
 from .voting import FormPrimary, LosePrimary, QuorumConfig, QuorumPolicy, SendQuorum, WriteState, make_policy
@@ -91,8 +90,8 @@ def _node_id(member: Member) -> int:
 
 def _holds(members: tuple[Member, ...], node_id: int, incarnation: int) -> bool:
     """Whether ``members`` (ascending by id) hold that life of that node; O(log n)."""
-    i = bisect.bisect_left(members, node_id, key=_node_id)
-    return i < len(members) and members[i].node_id == node_id and members[i].incarnation == incarnation
+    found = find(members, node_id)
+    return found is not None and found.incarnation == incarnation
 
 
 class _Peer:

@@ -11,6 +11,7 @@ used by the CLI and the JSON output, is ``"<epoch>.<coordinator>"``.
 
 from __future__ import annotations
 
+import bisect
 import functools
 
 import attrs
@@ -64,6 +65,17 @@ class ViewId:
 def member(node_id: int, incarnation: int) -> Member:
     """A shared :class:`Member` (they are immutable): decoding and the matrix create many."""
     return Member(node_id, incarnation)
+
+
+def find(members: tuple[Member, ...], node_id: int) -> Member | None:
+    """The member with ``node_id`` in ``members`` (ascending by id, as views and rows keep
+    them), or None; O(log n)."""
+    i = bisect.bisect_left(members, node_id, key=_node_id)
+    return members[i] if i < len(members) and members[i].node_id == node_id else None
+
+
+def _node_id(m: Member) -> int:
+    return m.node_id
 
 
 def _sorted_members(members: tuple[Member, ...] | list[Member]) -> tuple[Member, ...]:
