@@ -672,13 +672,16 @@ class Membership:
         self._retry_at = now + self._timing.heartbeat_interval
 
     def _ack_state(self) -> bytes:
-        state = self.policy.ack_state()
-        if len(state) > wire.MAX_STATE:
+        return self._policy_bytes(self.policy.ack_state(), "ack state")
+
+    def _policy_bytes(self, data: bytes, what: str) -> bytes:
+        """``data`` from the quorum policy, if it fits a message; too long is a policy bug."""
+        if len(data) > wire.MAX_STATE:
             raise UsageError(
-                f"quorum policy {self.policy.name!r} returned {len(state)} bytes of ack state; "
+                f"quorum policy {self.policy.name!r} gave {len(data)} bytes of {what}; "
                 f"the wire carries at most {wire.MAX_STATE}"
             )
-        return state
+        return data
 
     def _send_ack(self, addr: Any, view_id: ViewId) -> None:
         data = wire.encode_ack(self.node_id, self.incarnation, view_id, self._ack_state())
@@ -784,12 +787,8 @@ class Membership:
                 view = self.view
                 if view is None:
                     continue
-                if len(action.payload) > wire.MAX_STATE:
-                    raise UsageError(
-                        f"quorum policy {self.policy.name!r} sent {len(action.payload)} bytes; "
-                        f"the wire carries at most {wire.MAX_STATE}"
-                    )
-                data = wire.encode_quorum(self.node_id, self.incarnation, view.view_id, action.payload)
+                payload = self._policy_bytes(action.payload, "message payload")
+                data = wire.encode_quorum(self.node_id, self.incarnation, view.view_id, payload)
                 targets = action.to if action.to is not None else view.node_ids
                 for node_id in targets:
                     if node_id != self.node_id and node_id in view:
