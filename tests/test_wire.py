@@ -90,7 +90,9 @@ ROW = Row(origin=1, incarnation=5, version=3, entries=(Member(1, 5), Member(2, 9
 OTHER_ROW = Row(origin=4, incarnation=1, version=8, entries=(Member(1, 5), Member(4, 1)))
 
 SAMPLES: dict[MessageType, bytes] = {
-    MessageType.HEARTBEAT: wire.encode_heartbeat(1, 5, ViewId(7, 1), 3, 0xDEADBEEF, ROW, unsettled=True),
+    MessageType.HEARTBEAT: wire.encode_heartbeat(
+        1, 5, ViewId(7, 1), 3, 0xDEADBEEF, ROW, unsettled=True, lease=(513, (0, 7, 65535))
+    ),
     MessageType.PROPOSE: wire.encode_propose(1, 5, ViewId(7, 1), (Member(1, 5), Member(2, 9), Member(4, 1))),
     MessageType.ACK: wire.encode_ack(2, 9, ViewId(7, 1), b"state"),
     MessageType.NACK: wire.encode_nack(2, 9, ViewId(7, 1), 12),
@@ -110,6 +112,8 @@ EXPECTED: dict[MessageType, object] = {
         0xDEADBEEF,
         ("Row", 1, 5, 3, (("Member", 1, 5), ("Member", 2, 9), ("Member", 4, 1))),
         True,
+        513,
+        (0, 7, 65535),
     ),
     MessageType.PROPOSE: (
         "Propose",
@@ -245,13 +249,18 @@ def datagrams(draw: st.DrawFn) -> tuple[bytes, object]:
         view_id = draw(st.none() | view_ids)
         knowledge = draw(u64)
         unsettled = draw(st.booleans())
+        lease = None
+        if draw(st.booleans()):
+            echoes = tuple(draw(st.lists(st.integers(0, 2**16 - 1), max_size=8))) if view_id else ()
+            lease = (draw(st.integers(0, 2**16 - 1)), echoes)
+        probe, echoes = lease or (0, ())
         if draw(st.booleans()):
             row = Row(origin=sender, incarnation=incarnation, version=draw(u32), entries=draw(member_tuples()))
-            data = wire.encode_heartbeat(sender, incarnation, view_id, row.version, knowledge, row, unsettled)
-            return data, ("Heartbeat", h, plain(view_id), row.version, knowledge, plain(row), unsettled)
+            data = wire.encode_heartbeat(sender, incarnation, view_id, row.version, knowledge, row, unsettled, lease)
+            return data, ("Heartbeat", h, plain(view_id), row.version, knowledge, plain(row), unsettled, probe, echoes)
         version = draw(u32)
-        data = wire.encode_heartbeat(sender, incarnation, view_id, version, knowledge, None, unsettled)
-        return data, ("Heartbeat", h, plain(view_id), version, knowledge, None, unsettled)
+        data = wire.encode_heartbeat(sender, incarnation, view_id, version, knowledge, None, unsettled, lease)
+        return data, ("Heartbeat", h, plain(view_id), version, knowledge, None, unsettled, probe, echoes)
     if kind is MessageType.PROPOSE:
         others = draw(member_tuples())
         members = (Member(sender, incarnation), *(m for m in others if m.node_id > sender))
@@ -477,13 +486,24 @@ def test_heartbeat_epoch_zero_means_no_view() -> None:
     assert result.view_id is None
 
 
-@pytest.mark.parametrize("flags", [4, 5, 8, 0x80, 0xFF])
+@pytest.mark.parametrize("flags", [8, 9, 0x80, 0xFF])
 def test_unknown_heartbeat_flags_are_dropped(flags: int) -> None:
     assert decode(head(MessageType.HEARTBEAT) + struct.pack("!QIIQB", 1, 1, 0, 0, flags)) == Dropped("bad_flags")
 
 
+def test_a_lease_section_that_does_not_fit_is_dropped() -> None:
+    body = head(MessageType.HEARTBEAT) + struct.pack("!QIIQB", 1, 1, 0, 0, 4)
+    assert decode(body) == Dropped("truncated")  # flag set, no section
+    assert decode(body + struct.pack("!HH", 5, 2) + struct.pack("!H", 1)) == Dropped("truncated")  # one echo short
+    assert decode(body + struct.pack("!HH", 5, 1025)) == Dropped("count_too_large")
+    no_view = head(MessageType.HEARTBEAT) + struct.pack("!QIIQB", 0, 0, 0, 0, 4) + struct.pack("!HHH", 5, 1, 3)
+    assert decode(no_view) == Dropped("echoes_without_view")
+    ok = decode(body + struct.pack("!HHHH", 5, 2, 9, 0))
+    assert isinstance(ok, Heartbeat) and (ok.probe, ok.echoes) == (5, (9, 0))
+
+
 def test_heartbeat_flags() -> None:
-    # bit 0: a row follows; bit 1: the sender is unsettled.
+    # bit 0: a row follows; bit 1: the sender is unsettled; bit 2: a lease section follows.
     plain_hb = decode(head(MessageType.HEARTBEAT) + struct.pack("!QIIQB", 1, 1, 0, 0, 2))
     assert isinstance(plain_hb, Heartbeat)
     assert (plain_hb.row, plain_hb.unsettled) == (None, True)

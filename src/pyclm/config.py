@@ -46,6 +46,12 @@ class TimingConfig:
     #: Changes of our row, then of the matrix, are gathered this long before the new row
     #: goes out and before components are computed.
     settle_delay: float = attrs.field(default=0.005, validator=_positive("timing.settle_delay"))
+    #: The primary lease (pyclm.lease): how long a primary acts without confirming that
+    #: enough of its members still hear it.  None: 0.8 x suspect_timeout (see
+    #: lease_duration); 0: no lease.  Must lie between heartbeat_interval and suspect_timeout.
+    lease: float | None = None
+    #: The largest relative difference of clock *rates* between nodes the lease allows for.
+    max_drift: float = 0.001
 
     def __attrs_post_init__(self) -> None:
         if self.suspect_timeout <= self.heartbeat_interval:
@@ -55,6 +61,30 @@ class TimingConfig:
             )
         if self.settle_delay >= self.suspect_timeout:
             raise ConfigError("timing.settle_delay", "must be shorter than suspect_timeout")
+        lease = self.lease
+        if lease is not None and (
+            not isinstance(lease, (int, float)) or isinstance(lease, bool) or not math.isfinite(lease) or lease < 0
+        ):
+            raise ConfigError("timing.lease", f"must be a number of seconds >= 0 (0: no lease), got {lease!r}")
+        if lease is not None and lease >= self.suspect_timeout:
+            raise ConfigError(
+                "timing.lease", f"must be shorter than suspect_timeout ({self.suspect_timeout}), got {lease}"
+            )
+        if lease and lease <= self.heartbeat_interval:
+            raise ConfigError(
+                "timing.lease", f"must be longer than heartbeat_interval ({self.heartbeat_interval}), got {lease}"
+            )
+        drift = self.max_drift
+        if not isinstance(drift, (int, float)) or isinstance(drift, bool) or not 0 <= drift < 0.1:
+            raise ConfigError("timing.max_drift", f"must be a fraction in [0, 0.1), got {drift!r}")
+
+    @property
+    def lease_duration(self) -> float:
+        """The lease in seconds (0: none), with the default filled in."""
+        if self.lease is not None:
+            return float(self.lease)
+        # 0.8 x suspect_timeout, or halfway to the heartbeat interval if that is closer.
+        return max(0.8 * self.suspect_timeout, (self.heartbeat_interval + self.suspect_timeout) / 2)
 
 
 def _node_id(_inst: object, _attr: object, value: int) -> None:

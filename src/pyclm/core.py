@@ -65,6 +65,7 @@ from .errors import UsageError
 from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import MAX_INCARNATION, Member, View, ViewId, find
 from .ids import member as interned_member
+from .lease import Lease
 from .storage import MembershipRecord, StorageWrite
 from .voting import FormPrimary, LosePrimary, QuorumConfig, QuorumPolicy, SendQuorum, WriteState, make_policy
 
@@ -135,9 +136,9 @@ class Membership:
         self._detector: FailureDetector = detector or TimeoutDetector(config.timing.suspect_timeout)
         record = MembershipRecord.decode(stored["membership"]) if "membership" in stored else None
         if record is None and "membership" in stored:
-            # Amnesia handling (never acting as a witness) comes with dynamic voting; for
-            # now say it loudly: this node starts over as if new.
-            log.warning("node %d: the stored membership record is unreadable; starting as a new node", self.node_id)
+            log.warning("node %d: the stored membership record is unreadable; taking a new identity", self.node_id)
+        # Whether this node has been in views before: then a lost quorum record is amnesia.
+        history = (record is None and "membership" in stored) or (record is not None and record.max_epoch > 0)
         previous = record.incarnation if record else -1
         if previous >= MAX_INCARNATION:
             raise UsageError(f"node {self.node_id}: the stored incarnation is exhausted (2**64-1); clear the state")
@@ -145,13 +146,25 @@ class Membership:
         self.me = interned_member(self.node_id, self.incarnation)
         self._accepted = ViewId(record.max_epoch, record.max_coordinator) if record and record.max_epoch else None
         self._max_epoch_seen = record.max_epoch if record else 0
-        self.policy: QuorumPolicy = make_policy(quorum, self.node_id, stored.get("quorum"))
+        self.policy: QuorumPolicy = make_policy(
+            quorum,
+            self.node_id,
+            stored.get("quorum"),
+            history=history,
+            retry_interval=config.timing.heartbeat_interval,
+        )
         self.counters: Counter[str] = Counter()
 
         self._writes: list[StorageWrite] = []
         self._datagrams: list[tuple[bytes, Any]] = []
         self._events: deque[Event] = deque()
+        for action in self.policy.pop_actions():  # its initial record, written before ours
+            if not isinstance(action, WriteState):
+                raise UsageError(f"quorum policy {quorum.policy!r} may only write its state when it is created")
+            self._writes.append(StorageWrite("quorum", action.data))
         self._persist()  # the new incarnation is durable before the first datagram
+        duration = config.timing.lease_duration
+        self._lease = Lease(duration, config.timing.max_drift, now, restarted=history) if duration else None
 
         self._peers: dict[int, _Peer] = {}
         self._matrix = ConnectivityMatrix()
@@ -172,6 +185,16 @@ class Membership:
         self._acks: dict[int, bytes] = {}
         self._stopped = False
         self._view_spent = False  # we dropped primary in this view: it needs replacing
+        self._accepted_at = now  # when we first acked (or proposed) the accepted view id
+        self._formed: tuple[View, int] | None = None  # formed by the policy, not yet announced
+        self._formed_log: list[tuple[int, View]] = []
+        self._lease_at: float | None = None  # announced: check the lease then
+        self._deferred: tuple[_Peer, wire.Propose] | None = None  # a proposal the lease holds back
+        self._hold_at: float | None = None
+        self._early: list[wire.QuorumMessage] = []  # quorum messages for the view we accepted
+        self._granted = False  # the lease: we granted the members of our view (policy.contributes)
+        self._index_view: View | None = None
+        self._index = 0
 
         grace = config.timing.heartbeat_interval if self._external else config.timing.suspect_timeout
         self._settle_at: float | None = now + grace
@@ -181,7 +204,7 @@ class Membership:
         self._next_sync_at = now
         self._waiting: set[int] = set()  # external mode: reachable, but this life not heard yet
         self._tick_at = now + config.timing.heartbeat_interval * rng.uniform(0.5, 1.0)
-        self._send_heartbeat(wire_row=False)
+        self._send_heartbeat(now, wire_row=False)
 
     # ------------------------------------------------------------------ outputs
 
@@ -218,6 +241,16 @@ class Membership:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def primaries_formed(self) -> list[tuple[int, View]]:
+        """``(number, view)`` of every primary the policy formed here since the last call.
+
+        Formed is not announced: with the lease, a primary is announced
+        (:class:`PrimaryFormed`) only once confirmed, and a view change can come first.
+        Checkers need every formed one (each must succeed the one before).
+        """
+        out, self._formed_log = self._formed_log, []
+        return out
+
     def get_timer(self) -> float | None:
         """The absolute time at which :meth:`handle_timer` must be called next."""
         if self._stopped:
@@ -229,6 +262,8 @@ class Membership:
             self._row_flush_at,
             self._settle_at,
             self._retry_at,
+            self._lease_at,
+            self._hold_at,
             self.policy.get_timer(),
         ):
             if other is not None and other < deadline:
@@ -294,7 +329,7 @@ class Membership:
         if introduce and self._external and not peer.trusted:
             # A life we had not heard before and our row does not announce us to it: with
             # no periodic multicast it may never hear of ours unless we tell it.
-            self._send_heartbeat(wire_row=self._publishing, to=addr)
+            self._send_heartbeat(now, wire_row=self._publishing, to=addr)
         kind = type(message)
         if kind is wire.Heartbeat:
             self._on_heartbeat(peer, message, now)  # type: ignore[arg-type]
@@ -305,7 +340,7 @@ class Membership:
         elif kind is wire.Nack:
             self._on_nack(message, now)  # type: ignore[arg-type]
         elif kind is wire.Install:
-            self._on_install(message, now)  # type: ignore[arg-type]
+            self._on_install(peer, message, now)  # type: ignore[arg-type]
         elif kind is wire.Leave:
             self._on_leave(sender, peer, now)
         elif kind is wire.Pull:
@@ -333,6 +368,13 @@ class Membership:
             self._recompute(now)
         if self._retry_at is not None and now >= self._retry_at:
             self._retry(now)
+        if self._lease_at is not None and now >= self._lease_at:
+            self._check_lease(now)
+        if self._hold_at is not None and now >= self._hold_at:
+            self._hold_at = None
+            deferred, self._deferred = self._deferred, None
+            if deferred is not None:
+                self._on_propose(deferred[0], deferred[1], now)
         policy_at = self.policy.get_timer()
         if policy_at is not None and now >= policy_at:
             self.policy.handle_timer(now)
@@ -391,6 +433,8 @@ class Membership:
         peer.view_id = None
         peer.mismatch = 0
         self._detector.forget(node_id)
+        if self._lease is not None:
+            self._lease.release(node_id)  # its old life is over, and with it any primacy
         # The old life's row says nothing about the new one: until the new row comes,
         # the node gets the benefit of the doubt (see pyclm.connectivity).
         self._matrix.forget(node_id)
@@ -418,7 +462,7 @@ class Membership:
         self._matrix.offer(self._row)
         self._row_pending = True
         self._matrix_changed(now)
-        self._send_heartbeat(wire_row=True)
+        self._send_heartbeat(now, wire_row=True)
 
     def _suspect(self, expired: list[int], now: float) -> None:
         suspects = [n for n in expired if (peer := self._peers.get(n)) is not None and peer.trusted]
@@ -454,8 +498,12 @@ class Membership:
     def _tick(self, now: float) -> None:
         interval = self._timing.heartbeat_interval
         self._tick_at = max(self._tick_at + interval, now + interval / 2)
-        if not self._external:
-            self._send_heartbeat(wire_row=self._row_pending)
+        if self._lease is not None:
+            self._lease.forget_grants_before(now)
+        if not self._external or self._leased_view():
+            # (External mode: the members of a view that may be primary probe and echo
+            # for the lease, which needs every member to hear every other.)
+            self._send_heartbeat(now, wire_row=self._row_pending)
         else:
             # Nobody needs our heartbeats to judge liveness: gossip the digests to one
             # neighbour, so the cost stays linear in the cluster size.
@@ -465,14 +513,14 @@ class Membership:
                 if entries[i].node_id >= self.node_id:
                     i += 1  # skip ourselves
                 target = self._peers[entries[i].node_id].addr
-                self._send_heartbeat(wire_row=self._row_pending, to=target)
+                self._send_heartbeat(now, wire_row=self._row_pending, to=target)
             if self._waiting:
-                self._send_heartbeat(wire_row=self._publishing)  # introductions may have been lost
+                self._send_heartbeat(now, wire_row=self._publishing)  # introductions may have been lost
             if self._unsettled():
                 # Nobody multicasts periodically here: tell our coordinator directly.
                 coordinator = self._peers.get(self._component()[0].node_id)
                 if coordinator is not None and coordinator.trusted:
-                    self._send_heartbeat(wire_row=False, to=coordinator.addr)
+                    self._send_heartbeat(now, wire_row=False, to=coordinator.addr)
         self._row_pending = False
 
     def _unsettled(self) -> bool:
@@ -487,20 +535,45 @@ class Membership:
             return False  # our acks are being retried; the coordinator answers them
         return component != self.view.members or self._view_spent or pending is not None
 
-    def _send_heartbeat(self, *, wire_row: bool, to: Any = GROUP) -> None:
+    def _leased_view(self) -> bool:
+        view = self.view
+        return self._lease is not None and view is not None and len(view.members) > 1 and self.policy.contributes()
+
+    def _send_heartbeat(self, now: float, *, wire_row: bool, to: Any = GROUP) -> None:
         row: wire.Row | None = self._row if wire_row else None
-        if row is not None and wire.HEARTBEAT_OVERHEAD + row.encoded_size > self.config.max_datagram:
+        view = self.view
+        lease = None
+        if self._lease is not None:
+            echoes: tuple[int, ...] = ()
+            if view is not None:
+                if self._accepted == view.view_id:
+                    component = self._component()
+                    echoes = self._lease.echoes(view.node_ids, lambda n: find(component, n) is not None)
+                else:
+                    echoes = (0,) * len(view.members)  # we accepted a newer view: we vouch for nobody
+            lease = (self._lease.next_probe(now), echoes)
+        overhead = wire.HEARTBEAT_OVERHEAD + (4 + 2 * len(lease[1]) if lease else 0)
+        if row is not None and overhead + row.encoded_size > self.config.max_datagram:
             self._count("tx_row_too_large")
             row = None
-        view_id = self.view.view_id if self.view else None
         data = wire.encode_heartbeat(
-            self.node_id, self.incarnation, view_id, self._row.version, self._knowledge, row, self._unsettled()
+            self.node_id,
+            self.incarnation,
+            view.view_id if view else None,
+            self._row.version,
+            self._knowledge,
+            row,
+            self._unsettled(),
+            lease,
         )
         self._datagrams.append((data, to))
 
     def _on_heartbeat(self, peer: _Peer, hb: wire.Heartbeat, now: float) -> None:
         peer.view_id = hb.view_id
         sender = hb.header.sender
+        view = self.view
+        if self._lease is not None and view is not None:
+            self._lease_heartbeat(view, sender, hb, now)
         if hb.unsettled and self._proposal is None and self._settle_at is None:
             # A member of our component needs a new view although we saw no change (it
             # moved on, or stopped acting as primary in our view): propose again.
@@ -575,6 +648,8 @@ class Membership:
     def _on_leave(self, sender: int, peer: _Peer, now: float) -> None:
         peer.left = max(peer.left, peer.incarnation)
         self._detector.forget(sender)
+        if self._lease is not None:
+            self._lease.release(sender)  # a node that left acts as primary no more
         # A tombstone row: the departed life hears nobody, whatever stale rows say.
         self._matrix.offer(wire.Row(sender, peer.incarnation, _TOMBSTONE_VERSION, ()))
         self._matrix_changed(now)
@@ -602,13 +677,10 @@ class Membership:
         )
         component = self._component()
         view = self.view
-        if self.is_primary and (view is None or view.members != component):
+        if view is not None and view.members != component:
             # Our view is broken: stop acting as primary now, not when the next view is in.
             # The view is spent even if the component comes back: only a new view re-forms.
-            self.primary_number = None
-            self._view_spent = True
-            assert view is not None
-            self._events.append(PrimaryLost(view_id=view.view_id))
+            self._drop_primary("view_broken")
         if component[0].node_id != self.node_id:
             self._proposal = None  # somebody else coordinates this component
             return
@@ -620,9 +692,18 @@ class Membership:
         self._propose(component, now)
 
     def _propose(self, component: Component, now: float) -> None:
+        held = self._held_until(component, now)
+        if held is not None:
+            # The lease: some node we may have vouched for is not in this component and
+            # may still act as primary until then.  Compute again at that time.
+            self._proposal = None
+            self._settle_at = held if self._settle_at is None else min(self._settle_at, held)
+            self._count("proposal_held_by_lease")
+            return
         epoch = max(self._max_epoch_seen, self._accepted.epoch if self._accepted else 0) + 1
         view = View(ViewId(epoch, self.node_id), component)
-        self._accept(view.view_id)
+        self._drop_primary("new_view")
+        self._accept(view.view_id, now)
         self._count("proposed")
         if len(component) == 1:
             self._proposal = None
@@ -635,8 +716,18 @@ class Membership:
             self._datagrams.append((data, self._peers[member.node_id].addr))
         self._retry_at = now + self._timing.heartbeat_interval
 
-    def _accept(self, view_id: ViewId) -> None:
+    def _held_until(self, members: tuple[Member, ...], now: float) -> float | None:
+        """When the lease lets us help a view of ``members`` (None: now)."""
+        if self._lease is None:
+            return None
+        until = self._lease.hold_until(lambda n: n == self.node_id or find(members, n) is not None)
+        return until if until > now else None
+
+    def _accept(self, view_id: ViewId, now: float) -> None:
         self._accepted = view_id
+        self._accepted_at = now
+        self._deferred = None
+        self._early = []
         self._pending = None  # an older accepted proposal may never be installed now
         self._max_epoch_seen = max(self._max_epoch_seen, view_id.epoch)
         self._persist()
@@ -665,7 +756,14 @@ class Membership:
         if propose.members != self._component():
             self._count("proposal_mismatch")
             return  # the coordinator retries; our matrices converge meanwhile
-        self._accept(view_id)
+        held = self._held_until(propose.members, now)
+        if held is not None:
+            self._count("ack_held_by_lease")
+            self._deferred = (peer, propose)
+            self._hold_at = held
+            return
+        self._drop_primary("new_view")
+        self._accept(view_id, now)
         self._pending = View(view_id, propose.members)
         self._proposal = None
         self._send_ack(peer.addr, view_id)
@@ -724,7 +822,7 @@ class Membership:
         if proposal is not None and nack.view_id == proposal.view_id:
             self._propose(proposal.members, now)  # again, with an epoch above theirs
 
-    def _on_install(self, install: wire.Install, now: float) -> None:
+    def _on_install(self, peer: _Peer, install: wire.Install, now: float) -> None:
         pending = self._pending
         if pending is None or install.view_id != pending.view_id:
             return
@@ -732,6 +830,8 @@ class Membership:
             self._count("rx_dropped_bad_install")
             return
         self._install(pending, install.states, now)
+        if self._lease is not None:
+            self._lease_confirm(install.header.sender, install.view_id, 0, now)  # it installed first
 
     def _install(self, view: View, states: tuple[tuple[int, bytes], ...], now: float) -> None:
         previous = self.view
@@ -741,15 +841,26 @@ class Membership:
         if self._proposal is None:
             self._retry_at = None
         self.primary_number = None
+        self._formed = None
+        self._lease_at = None
         self._view_spent = False
+        self._granted = False
         old = set(previous.members) if previous else set()
         new = set(view.members)
         joined = tuple(sorted(new - old)) if previous else ()
         left = tuple(sorted(old - new))
         self._events.append(ViewInstalled(view=view, joined=joined, left=left))
         self._count("installed")
+        if self._lease is not None:
+            self._lease.view_installed(view.view_id, self._accepted_at)
         self.policy.view_installed(view, dict(states), now)
         self._drain_policy(now)
+        early, self._early = self._early, []
+        for message in early:
+            if message.view_id == view.view_id:
+                self._on_quorum(message, now)
+        if self._leased_view():
+            self._send_heartbeat(now, wire_row=False)  # confirm the others' leases at once
         # A view change may have happened while rows were still moving: look again.
         if self._component() != view.members:
             self._matrix_changed(now)
@@ -774,10 +885,17 @@ class Membership:
 
     def _on_quorum(self, message: wire.QuorumMessage, now: float) -> None:
         if self.view is None or message.view_id != self.view.view_id:
-            self._count("rx_quorum_other_view")
+            pending = self._pending
+            early_ok = pending is not None and len(self._early) < 4 * len(pending.members)
+            if early_ok and pending is not None and message.view_id == pending.view_id:
+                self._early.append(message)  # sent by a member that installed before us
+            else:
+                self._count("rx_quorum_other_view")
             return
         self.policy.receive(message.header.sender, message.view_id, message.payload, now)
         self._drain_policy(now)
+        if self._lease is not None:
+            self._lease_confirm(message.header.sender, message.view_id, 0, now)
 
     def _drain_policy(self, now: float) -> None:
         for action in self.policy.pop_actions():
@@ -794,11 +912,93 @@ class Membership:
                     if node_id != self.node_id and node_id in view:
                         self._datagrams.append((data, self._peers[node_id].addr))
             elif isinstance(action, FormPrimary) and self.view is not None:
-                self.primary_number = action.number
-                self._events.append(PrimaryFormed(view=self.view, number=action.number))
-            elif isinstance(action, LosePrimary) and self.view is not None and self.primary_number is not None:
-                self.primary_number = None
-                self._events.append(PrimaryLost(view_id=self.view.view_id))
+                self._formed_log.append((action.number, self.view))
+                if not self._view_spent:
+                    self._formed = (self.view, action.number)
+                    self._announce(now)
+            elif isinstance(action, LosePrimary) and self.view is not None:
+                self._formed = None
+                self._drop_primary("policy")
+        if self._lease is not None and not self._granted and self.view is not None and self.policy.contributes():
+            self._granted = True
+            self._lease.granted_view(self.view.node_ids, now)
+
+    # ------------------------------------------------------------------ announcing, and the lease
+
+    def _announce(self, now: float) -> None:
+        """Act as primary of the formed view, once the lease (if any) confirms it."""
+        formed = self._formed
+        if formed is None or self.primary_number is not None:
+            return
+        view, number = formed
+        if self._lease is not None:
+            expiry = self._lease_expiry(view)
+            if expiry is None or expiry <= now:
+                return  # not confirmed yet: the next echo tries again
+            self._lease_at = expiry
+        self.primary_number = number
+        self._events.append(PrimaryFormed(view=view, number=number))
+
+    def _drop_primary(self, reason: str) -> None:
+        """Stop acting as primary in the current view (if we do); the view is spent."""
+        view = self.view
+        if self._formed is not None:
+            self._formed = None
+            self._view_spent = True
+        self._lease_at = None
+        if self.primary_number is not None and view is not None:
+            self.primary_number = None
+            self._view_spent = True
+            self._count("primary_lost_" + reason)
+            self._events.append(PrimaryLost(view_id=view.view_id))
+
+    def _lease_expiry(self, view: View) -> float | None:
+        assert self._lease is not None
+        policy = self.policy
+        return self._lease.expiry(self.node_id, view.node_ids, lambda ids: policy.confirms(view, ids))
+
+    def _check_lease(self, now: float) -> None:
+        self._lease_at = None
+        view = self.view
+        if view is None or self.primary_number is None:
+            return
+        expiry = self._lease_expiry(view)
+        if expiry is not None and expiry > now:
+            self._lease_at = expiry
+            return
+        # Not confirmed in time: stop acting as primary.  The view is not spent: fresh
+        # confirmations from enough members still in it make it primary again (safe: a
+        # newer primary needs one of them to leave the view and wait out its grant).
+        self.primary_number = None
+        self._count("primary_lost_lease_expired")
+        self._events.append(PrimaryLost(view_id=view.view_id))
+
+    def _lease_confirm(self, member: int, view_id: ViewId, echo: int, now: float) -> None:
+        assert self._lease is not None
+        if self._lease.confirm(member, view_id, echo) and self._formed is not None and self.primary_number is None:
+            self._announce(now)
+
+    def _lease_heartbeat(self, view: View, sender: int, hb: wire.Heartbeat, now: float) -> None:
+        """A heartbeat: echo a member's probe (granter); read its echo of ours (prober).
+
+        Probes are echoed whatever view the member is in (it may not have installed ours
+        yet): the echo only says we were still in our view after it sent the probe.
+        """
+        assert self._lease is not None
+        component = self._component()
+        if self._accepted == view.view_id and _holds(component, sender, hb.header.incarnation) and sender in view:
+            self._lease.heard_probe(sender, hb.probe, now)
+        if hb.view_id == view.view_id:
+            echo = 0
+            if len(hb.echoes) == len(view.members):
+                echo = hb.echoes[self._index_in(view)]
+            self._lease_confirm(sender, view.view_id, echo, now)
+
+    def _index_in(self, view: View) -> int:
+        if self._index_view is not view:
+            self._index_view = view
+            self._index = view.node_ids.index(self.node_id)
+        return self._index
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n

@@ -144,6 +144,10 @@ class Heartbeat:
     #: The sender's component differs from its view and no proposal for it is pending:
     #: its coordinator should propose again.
     unsettled: bool = False
+    #: Primary lease (pyclm.lease): the sender's probe number (0: none) and, for each
+    #: member of the sender's view in order, the newest probe it heard from that member.
+    probe: int = 0
+    echoes: tuple[int, ...] = ()
 
 
 @attrs.frozen
@@ -226,6 +230,7 @@ def encode_row(row: Row) -> bytes:
 
 _FLAG_ROW = 1
 _FLAG_UNSETTLED = 2
+_FLAG_LEASE = 4
 
 
 def encode_heartbeat(
@@ -236,11 +241,18 @@ def encode_heartbeat(
     knowledge: int,
     row: Row | None,
     unsettled: bool = False,
+    lease: tuple[int, tuple[int, ...]] | None = None,
 ) -> bytes:
+    """``lease``: ``(probe, echoes)``, see :class:`Heartbeat`."""
     epoch, coord = (view_id.epoch, view_id.coordinator) if view_id else (0, 0)
     flags = (_FLAG_ROW if row is not None else 0) | (_FLAG_UNSETTLED if unsettled else 0)
+    extra = b""
+    if lease is not None:
+        probe, echoes = lease
+        flags |= _FLAG_LEASE
+        extra = _U16.pack(probe) + _U16.pack(len(echoes)) + struct.pack(f"!{len(echoes)}H", *echoes)
     body = _HEARTBEAT.pack(epoch, coord, row_version, knowledge, flags)
-    return _head(MessageType.HEARTBEAT, sender, incarnation) + body + (encode_row(row) if row else b"")
+    return _head(MessageType.HEARTBEAT, sender, incarnation) + body + extra + (encode_row(row) if row else b"")
 
 
 def encode_propose(sender: int, incarnation: int, view_id: ViewId, members: tuple[Member, ...]) -> bytes:
@@ -378,8 +390,16 @@ def _body(header: Header, r: _Reader) -> Message:
     kind = header.type
     if kind is MessageType.HEARTBEAT:
         epoch, coord, row_version, knowledge, flags = r.take(_HEARTBEAT)
-        if flags > _FLAG_ROW | _FLAG_UNSETTLED:
+        if flags > _FLAG_ROW | _FLAG_UNSETTLED | _FLAG_LEASE:
             raise _Malformed("bad_flags")
+        probe = 0
+        echoes: tuple[int, ...] = ()
+        if flags & _FLAG_LEASE:
+            (probe,) = r.take(_U16)
+            n = r.count()
+            echoes = r.take(struct.Struct(f"!{n}H"))
+            if not epoch and n:
+                raise _Malformed("echoes_without_view")
         row = r.row() if flags & _FLAG_ROW else None
         if row is not None and (row.origin, row.incarnation, row.version) != (
             header.sender,
@@ -388,7 +408,9 @@ def _body(header: Header, r: _Reader) -> Message:
         ):
             raise _Malformed("row_mismatch")
         view_id = ViewId(epoch, coord) if epoch else None
-        return Heartbeat(header, view_id, row_version, knowledge, row, bool(flags & _FLAG_UNSETTLED))
+        return Heartbeat(
+            header, view_id, row_version, knowledge, row, bool(flags & _FLAG_UNSETTLED), probe, tuple(echoes)
+        )
     if kind is MessageType.PROPOSE:
         (epoch,) = r.take(_EPOCH)
         members = r.members(r.count())

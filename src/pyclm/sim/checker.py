@@ -2,10 +2,15 @@
 
 (a) view agreement: two nodes that install the same view id install the same members;
 (b) per node id, installed view ids strictly increase, across restarts too;
-(c) primary safety: primaries (views in which some node formed primary) ordered by
-    primary number never share a number, consecutive ones share a node, and each
+(c) primary safety: primaries (views in which some node's policy formed primary, whether
+    or not it was announced) ordered by primary number never share a number, and each
+    follows the one before as the policy promises: dynamic voting, a subquorum of it
+    (the first: of the configured universe); other policies, a shared node.  Each also
     satisfies the policy's own rule where it has one (static majority: more than half
     the configured votes);
+(e) with the primary lease on: at any instant, the nodes acting as primary (announced,
+    not yet lost) act for one primary number.  That is stronger than "never two
+    primaries with disjoint members at once", and the lease is what makes it hold;
 Liveness (d) needs a quiet period and knowledge of the policy's intent; the property
 tests check it (``tests/test_sim_properties.py``).
 """
@@ -23,13 +28,22 @@ class InvariantViolation(AssertionError):
 
 
 class InvariantChecker:
-    def __init__(self, quorum: QuorumConfig) -> None:
+    def __init__(self, quorum: QuorumConfig, *, lease: bool = False) -> None:
         self.quorum = quorum
-        self._rule = POLICIES[quorum.policy].rule_holds
+        policy = POLICIES[quorum.policy]
+        self._rule = policy.rule_holds
+        self._succession = policy.succession_holds
+        self.lease = lease
         self.views: dict[ViewId, tuple[Member, ...]] = {}
         self.last_installed: dict[int, ViewId] = {}
-        self.primaries: dict[int, View] = {}
+        self.primaries: dict[int, tuple[int, ...]] = {}
+        self.primary_views: dict[int, ViewId] = {}
         self._numbers: list[int] = []
+        initial = policy.initial_primary(quorum)
+        if initial is not None:
+            self._numbers.append(0)
+            self.primaries[0] = initial
+        self.acting: dict[int, int] = {}  # node -> primary number it acts for
 
     def view_installed(self, t: float, node: int, view: View) -> None:
         known = self.views.setdefault(view.view_id, view.members)
@@ -46,14 +60,17 @@ class InvariantChecker:
         self.last_installed[node] = view.view_id
 
     def primary_formed(self, t: float, node: int, view: View, number: int) -> None:
-        known = self.primaries.get(number)
+        """Node ``node``'s policy formed primary ``number`` in ``view`` (announced or not)."""
+        known = self.primary_views.get(number)
         if known is not None:
-            if known.view_id != view.view_id:
+            if known != view.view_id:
                 raise InvariantViolation(
-                    f"(c) primary safety at t={t:.6f}: views {known.view_id} and {view.view_id} are both primary "
+                    f"(c) primary safety at t={t:.6f}: views {known} and {view.view_id} are both primary "
                     f"number {number}"
                 )
             return
+        if number in self.primaries:  # the configured universe is number 0
+            raise InvariantViolation(f"(c) primary safety at t={t:.6f}: view {view.view_id} formed primary {number}")
         ids = view.node_ids
         if self._rule(self.quorum, ids) is False:
             raise InvariantViolation(
@@ -61,15 +78,49 @@ class InvariantChecker:
                 f"{list(ids)}, which does not satisfy the {self.quorum.policy} rule"
             )
         at = bisect.bisect(self._numbers, number)
-        for neighbour in self._numbers[max(at - 1, 0) : at + 1]:
-            other = self.primaries[neighbour]
-            if not set(other.node_ids) & set(ids):
-                raise InvariantViolation(
-                    f"(c) primary safety at t={t:.6f}: consecutive primaries {neighbour} (view {other.view_id} "
-                    f"{list(other.node_ids)}) and {number} (view {view.view_id} {list(ids)}) share no node"
-                )
+        pairs = []
+        if at > 0:
+            pairs.append((self._numbers[at - 1], number))
+        if at < len(self._numbers):
+            pairs.append((number, self._numbers[at]))
+        members = dict(self.primaries)
+        members[number] = ids
+        for earlier, later in pairs:
+            self._check_succession(t, earlier, members[earlier], later, members[later])
         self._numbers.insert(at, number)
-        self.primaries[number] = view
+        self.primaries[number] = ids
+        self.primary_views[number] = view.view_id
+
+    def _check_succession(
+        self, t: float, earlier: int, previous: tuple[int, ...], later: int, members: tuple[int, ...]
+    ) -> None:
+        promised = self._succession(self.quorum, previous, members)
+        if promised is None:
+            if set(previous) & set(members):
+                return
+            problem = "share no node"
+        elif promised:
+            return
+        else:
+            problem = f"the later holds no subquorum of the earlier ({self.quorum.policy})"
+        raise InvariantViolation(
+            f"(c) primary safety at t={t:.6f}: consecutive primaries {earlier} {list(previous)} and "
+            f"{later} {list(members)}: {problem}"
+        )
+
+    def primary_announced(self, t: float, node: int, number: int) -> None:
+        if self.lease:
+            for other, acting in self.acting.items():
+                if acting != number and other != node:
+                    raise InvariantViolation(
+                        f"(e) one primary at a time at t={t:.6f}: node {node} acts as primary {number} while "
+                        f"node {other} still acts as primary {acting}"
+                    )
+        self.acting[node] = number
+
+    def primary_ended(self, node: int) -> None:
+        """``node`` stopped acting as primary (lost it, installed a view, crashed or left)."""
+        self.acting.pop(node, None)
 
 
 def _ids(members: tuple[Member, ...]) -> list[int]:

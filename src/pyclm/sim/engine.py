@@ -91,7 +91,8 @@ class Simulator:
         self.now = 0.0
         self.nodes: dict[int, SimNode] = {}
         self.records: list[Record] = []
-        self.checker = InvariantChecker(self.quorum) if check else None
+        lease = scenario.timing.lease_duration > 0
+        self.checker = InvariantChecker(self.quorum, lease=lease) if check else None
         self.on_record = on_record
         self.deliveries = 0
         self._heap: list[tuple[float, int, int, Any, Any, Any]] = []
@@ -192,6 +193,10 @@ class Simulator:
         while event is not None:
             self._on_core_event(node, event)
             event = core.next_event()
+        formed = core.primaries_formed()
+        if formed and self.checker:
+            for number, view in formed:
+                self.checker.primary_formed(self.now, node.node_id, view, number)
         deadline = core.get_timer()
         if deadline is not None and deadline != node.timer_at:
             node.timer_at = deadline
@@ -255,6 +260,8 @@ class Simulator:
         node.primary = None
         node.timer_gen += 1
         self._reach.pop(node_id, None)
+        if self.checker:
+            self.checker.primary_ended(node_id)
 
     def _on_core_event(self, node: SimNode, event: object) -> None:
         t = round(self.now, 6)
@@ -264,6 +271,7 @@ class Simulator:
             node.primary = None
             if self.checker:
                 self.checker.view_installed(self.now, node.node_id, view)
+                self.checker.primary_ended(node.node_id)
             self._emit(
                 {
                     "t": t,
@@ -278,7 +286,7 @@ class Simulator:
             view = event.view
             node.primary = event.number
             if self.checker:
-                self.checker.primary_formed(self.now, node.node_id, view, event.number)
+                self.checker.primary_announced(self.now, node.node_id, event.number)
             self._emit(
                 {
                     "t": t,
@@ -292,6 +300,8 @@ class Simulator:
             )
         elif type(event) is PrimaryLost:
             node.primary = None
+            if self.checker:
+                self.checker.primary_ended(node.node_id)
             self._emit({"t": t, "node": node.node_id, "event": "primary_lost", "view": str(event.view_id)})
         elif type(event) is not Stopped:
             raise AssertionError(f"unknown core event {event!r}")

@@ -73,6 +73,7 @@ def load_scenario(path: str | Path) -> Scenario:
     return parse_scenario(data)
 
 
+_TIMING_KEYS = ("heartbeat_interval", "suspect_timeout", "settle_delay", "lease", "max_drift")
 _TOP = {"nodes", "seed", "duration", "connectivity", "quorum", "timing", "network", "event"}
 
 
@@ -136,10 +137,8 @@ def parse_scenario(data: Mapping[str, Any]) -> Scenario:
 
     timing_raw = dict(_table("timing", data.get("timing", {})))
     for key in timing_raw:
-        if key not in ("heartbeat_interval", "suspect_timeout", "settle_delay"):
-            raise ConfigError(
-                f"timing.{key}", "unknown field (known: heartbeat_interval, suspect_timeout, settle_delay)"
-            )
+        if key not in _TIMING_KEYS:
+            raise ConfigError(f"timing.{key}", f"unknown field (known: {', '.join(_TIMING_KEYS)})")
     timing = TimingConfig(**timing_raw)
 
     network_raw = dict(_table("network", data.get("network", {})))

@@ -17,16 +17,22 @@ from .base import (
     register_policy,
 )
 from .majority import StaticMajority
+from .sessions import Session, VotingState, Weights
+from .ykd import YKD
 
 __all__ = [
     "POLICIES",
+    "YKD",
     "FormPrimary",
     "LosePrimary",
     "PolicyAction",
     "QuorumConfig",
     "QuorumPolicy",
     "SendQuorum",
+    "Session",
     "StaticMajority",
+    "VotingState",
+    "Weights",
     "WriteState",
     "make_policy",
     "register_policy",

@@ -18,7 +18,7 @@ Policies see only frozen values and never read a clock: every method gets ``now`
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -129,7 +129,18 @@ class QuorumPolicy(abc.ABC):
     #: The extra keys this policy accepts in the ``[quorum]`` table (QuorumConfig.options).
     option_names: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, config: QuorumConfig, node_id: int, stored: bytes | None) -> None:
+    def __init__(
+        self,
+        config: QuorumConfig,
+        node_id: int,
+        stored: bytes | None,
+        *,
+        history: bool = False,
+        retry_interval: float = 0.1,
+    ) -> None:
+        """``stored``: the policy's record (None: none on storage); ``history``: this node
+        has accepted views before, so a missing record was lost; ``retry_interval``: how
+        often to retransmit messages that may have been lost."""
         self.config = config
         self.node_id = node_id
         self.actions: list[PolicyAction] = []
@@ -155,6 +166,41 @@ class QuorumPolicy(abc.ABC):
         actions, self.actions = self.actions, []
         return actions
 
+    def contributes(self) -> bool:
+        """Whether this node may have enabled its current view to be primary somewhere.
+
+        The primary lease (:mod:`pyclm.lease`) then holds this node back from helping a
+        view without some member of this one until the lease of that member has run out.
+        """
+        return False
+
+    def confirms(self, view: View, node_ids: list[int]) -> bool:
+        """Whether ``node_ids`` hearing this node is enough to keep acting as primary of ``view``.
+
+        Any primary formed later must share a node with every such set (the lease rests
+        on that).  The default, a strict majority of the configured votes, suits
+        policies whose primaries are majorities of a fixed universe.
+        """
+        return 2 * self.config.votes_of(node_ids) > self.config.total_votes
+
+    def describe(self) -> dict[str, Any]:
+        """The policy's state for status output and logs (JSON-friendly)."""
+        return {}
+
+    @classmethod
+    def initial_primary(cls, config: QuorumConfig) -> tuple[int, ...] | None:
+        """The members of the primary numbered 0 that the first real one succeeds, if any."""
+        return None
+
+    @classmethod
+    def succession_holds(cls, config: QuorumConfig, previous: tuple[int, ...], members: tuple[int, ...]) -> bool | None:
+        """Whether a primary with ``members`` may directly follow one with ``previous``.
+
+        The simulator's checker calls this for consecutive formed primaries (by number);
+        ``None``: the policy makes no such promise.
+        """
+        return None
+
     @classmethod
     def rule_holds(cls, config: QuorumConfig, members: tuple[int, ...]) -> bool | None:
         """Whether a primary with these members satisfies the policy's static rule.
@@ -165,7 +211,6 @@ class QuorumPolicy(abc.ABC):
         return None
 
 
-PolicyFactory = Callable[[QuorumConfig, int, "bytes | None"], QuorumPolicy]
 POLICIES: dict[str, type[QuorumPolicy]] = {}
 
 
@@ -175,5 +220,7 @@ def register_policy(cls: type[QuorumPolicy]) -> type[QuorumPolicy]:
     return cls
 
 
-def make_policy(config: QuorumConfig, node_id: int, stored: bytes | None) -> QuorumPolicy:
-    return POLICIES[config.policy](config, node_id, stored)
+def make_policy(
+    config: QuorumConfig, node_id: int, stored: bytes | None, *, history: bool = False, retry_interval: float = 0.1
+) -> QuorumPolicy:
+    return POLICIES[config.policy](config, node_id, stored, history=history, retry_interval=retry_interval)

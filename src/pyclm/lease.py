@@ -1,0 +1,147 @@
+"""The primary lease: how long a node may go on acting as primary without news.
+
+Dynamic voting orders primaries; it does not stop a partitioned member of an old primary
+from still believing it is primary while a newer one forms.  The lease does, with two
+promises, one per side:
+
+**Prober** (a member acting as primary).  Every heartbeat carries a *probe* number; the
+node remembers when it sent each.  A member that hears the probe while it is in the same
+view *echoes* it on its own heartbeats (a vector: for each member of its view, the newest
+probe heard from it).  An echo of a probe sent at ``s`` proves that member was still in
+the view after ``s``.  So does any message a member sends in the view at all, for the
+node's own acknowledgement of that view (probe 0: sent at ``agreed_at``, before the view
+could be installed anywhere).  The node acts as primary only while the members whose
+newest confirmation is younger than ``duration`` hold enough of the primary that any later
+primary must include one of them (:meth:`QuorumPolicy.confirms`).
+
+**Granter** (every node).  A node that echoed a probe it received at ``r`` - or that
+installed a view it may have helped make primary at ``r`` - does not help any view
+without that prober (it neither proposes nor acknowledges one) before ``r + hold``.
+After a restart it helps no view for ``hold``: it may have granted just before crashing.
+
+Why it works.  A later primary needs a node of every confirming set to leave the view
+first, and that node first waits out its grant, which ends after the prober's lease ends
+(``s < r``).  So, at any instant, nodes acting as primary act for one primary.
+
+**Clock assumption.**  Lease and hold are measured on different nodes' clocks.  The
+argument needs the granter's clock to run no slower than the prober's by more than the
+configured drift: ``hold = duration * (1 + max_drift)``.  No synchronisation of clock
+*values* is needed, only bounded *rates* (quartz: tens of ppm; default margin 0.1 %).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from .ids import ViewId
+
+#: Probe numbers are 16 bits on the wire, wrapping; 0 means "no probe".
+_PROBE_MODULUS = 2**16
+_REMEMBERED = 256  # probes whose send time we keep (echoes older than that are useless anyway)
+
+
+class Lease:
+    """Both sides of the lease for one node; sans-IO: every method takes ``now``."""
+
+    def __init__(self, duration: float, max_drift: float, now: float, *, restarted: bool) -> None:
+        """``restarted``: this node may have granted leases in an earlier life."""
+        self.duration = duration
+        self.hold = duration * (1.0 + max_drift)
+        # prober
+        self._probe = 0
+        self._sent: deque[tuple[int, float]] = deque(maxlen=_REMEMBERED)
+        self._view: ViewId | None = None
+        self._agreed_at = 0.0
+        self._confirmed: dict[int, float] = {}
+        # granter
+        self._heard: dict[int, int] = {}  # prober -> newest probe heard in our view
+        self._grants: dict[int, float] = {}  # prober -> when we last gave it reason to trust us
+        self._restart_hold = now + self.hold if restarted else now
+
+    # ------------------------------------------------------------------ prober
+
+    def next_probe(self, now: float) -> int:
+        """The probe number for a heartbeat sent now."""
+        self._probe = self._probe % (_PROBE_MODULUS - 1) + 1
+        self._sent.append((self._probe, now))
+        return self._probe
+
+    def view_installed(self, view_id: ViewId, agreed_at: float) -> None:
+        """A new view: confirmations start over; ``agreed_at`` is when we first acked or proposed it."""
+        self._view = view_id
+        self._agreed_at = agreed_at
+        self._confirmed = {}
+        self._heard = {}
+
+    def confirm(self, member: int, view_id: ViewId | None, echo: int) -> bool:
+        """``member`` sent a message in ``view_id`` echoing our probe ``echo`` (0: none).
+
+        Returns whether that moved its confirmation forward.
+        """
+        if view_id != self._view or view_id is None:
+            return False
+        at = self._agreed_at
+        if echo:
+            for probe, sent in reversed(self._sent):
+                if probe == echo:
+                    at = max(at, sent)
+                    break
+        if at > self._confirmed.get(member, -1.0):
+            self._confirmed[member] = at
+            return True
+        return False
+
+    def expiry(self, me: int, members: Iterable[int], confirms: Callable[[list[int]], bool]) -> float | None:
+        """When acting as primary must stop, from the confirmations so far (None: not confirmed).
+
+        The members are taken newest confirmation first until they are enough; the lease
+        lasts ``duration`` from the oldest confirmation among those.
+        """
+        confirmed = self._confirmed
+        ranked = sorted(((confirmed[m], m) for m in members if m in confirmed and m != me), reverse=True)
+        chosen = [me]
+        if confirms(chosen):
+            return float("inf")
+        for at, member in ranked:
+            chosen.append(member)
+            if confirms(chosen):
+                return at + self.duration
+        return None
+
+    # ------------------------------------------------------------------ granter
+
+    def heard_probe(self, prober: int, probe: int, now: float) -> None:
+        """A probe from ``prober``, in our view and component: we will echo it (a grant)."""
+        if probe:
+            self._heard[prober] = probe
+            self._grants[prober] = now
+
+    def echoes(self, members: Iterable[int], echoing: Callable[[int], bool]) -> tuple[int, ...]:
+        """The echo vector for our view's ``members``: 0 for members we no longer vouch for."""
+        heard = self._heard
+        return tuple(heard.get(m, 0) if echoing(m) else 0 for m in members)
+
+    def release(self, prober: int) -> None:
+        """``prober``'s life ended (it left gracefully, or it restarted): it acts as nobody's primary."""
+        self._heard.pop(prober, None)
+        self._grants.pop(prober, None)
+
+    def granted_view(self, members: Iterable[int], now: float) -> None:
+        """We installed a view that may be primary: every member may count on us from now."""
+        for member in members:
+            self._grants[member] = now
+
+    def hold_until(self, keep: Callable[[int], bool]) -> float:
+        """The earliest time we may help a view made of the nodes for which ``keep`` is true."""
+        until = self._restart_hold
+        for prober, granted in self._grants.items():
+            if not keep(prober):
+                until = max(until, granted + self.hold)
+        return until
+
+    def forget_grants_before(self, now: float) -> None:
+        """Drop grants that no longer hold anything back (keeps the map small)."""
+        limit = now - self.hold
+        for prober in [p for p, t in self._grants.items() if t < limit]:
+            del self._grants[prober]
