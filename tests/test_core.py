@@ -401,7 +401,7 @@ def test_a_proposal_that_does_not_match_is_not_acked() -> None:
     # The matching proposal, same epoch, is acked: the mismatch did not burn it.
     core.receive_datagram(wire.encode_propose(1, 50, ViewId(1, 1), (one, core.me)), 1, 0.03)
     writes = core.writes_to_persist()
-    assert writes == [StorageWrite("membership", MembershipRecord(core.incarnation, 1, 1).encode())]
+    assert writes == [StorageWrite("membership", MembershipRecord(core.incarnation, 1, 1, (1,)).encode())]
     acks = [(m, addr) for m, addr in decoded(core.datagrams_to_send()) if isinstance(m, wire.Ack)]
     assert len(acks) == 1
     ack, addr = acks[0]
@@ -419,7 +419,7 @@ def test_a_proposal_naming_an_old_life_is_not_acked() -> None:
 
 
 def test_a_stale_epoch_proposal_gets_a_nack() -> None:
-    stored = {"membership": MembershipRecord(WALL - 1, 7, 1).encode()}
+    stored = {"membership": MembershipRecord(WALL - 1, 7, 1, (1, 3)).encode()}
     core = make_core(2, stored=stored)
     core.writes_to_persist()
     core.datagrams_to_send()
@@ -434,8 +434,9 @@ def test_a_stale_epoch_proposal_gets_a_nack() -> None:
     assert (nack.view_id, nack.max_epoch, addr) == (ViewId(3, 1), 7, 1)
     assert core.counters["proposal_stale"] == 1
     assert not [m for m, _ in out if isinstance(m, wire.Ack)]
-    # A higher epoch is acked, once the lease's restart hold is over: this node has been
-    # in views before, so it may have vouched for a primary just before it stopped.
+    # A higher epoch is acked, once the lease's restart hold is over: this node was in a
+    # view with node 3 before, so it may have vouched for 3 just before it stopped, and
+    # this view lacks 3.
     core.receive_datagram(wire.encode_propose(1, 50, ViewId(8, 1), members), 1, 0.03)
     assert not decoded(core.datagrams_to_send())
     assert core.counters["ack_held_by_lease"] == 1

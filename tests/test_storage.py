@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -118,16 +119,29 @@ def test_file_storage_creates_a_private_directory(tmp_path: Path) -> None:
 
 
 def test_membership_record_round_trip() -> None:
-    record = MembershipRecord(incarnation=2**64 - 1, max_epoch=7, max_coordinator=2**32 - 1)
+    record = MembershipRecord(incarnation=2**64 - 1, max_epoch=7, max_coordinator=2**32 - 1, recent=(1, 5))
     data = record.encode()
-    assert len(data) == 21
+    assert len(data) == 21 + 2 + 8
     assert MembershipRecord.decode(data) == record
 
 
+def test_a_version_1_record_is_read_with_its_recent_nodes_unknown() -> None:
+    data = struct.pack("!BQQI", 1, 9, 7, 3)
+    assert MembershipRecord.decode(data) == MembershipRecord(9, 7, 3, None)
+    assert MembershipRecord.decode(data + b"\x00\x00") is None
+
+
 @SETTINGS
-@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1))
-def test_membership_record_round_trip_property(incarnation: int, epoch: int, coordinator: int) -> None:
-    record = MembershipRecord(incarnation, epoch, coordinator)
+@given(
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.integers(0, 2**32 - 1), max_size=20, unique=True),
+)
+def test_membership_record_round_trip_property(
+    incarnation: int, epoch: int, coordinator: int, recent: list[int]
+) -> None:
+    record = MembershipRecord(incarnation, epoch, coordinator, tuple(sorted(recent)))
     assert MembershipRecord.decode(record.encode()) == record
 
 
@@ -135,7 +149,7 @@ def test_membership_record_round_trip_property(incarnation: int, epoch: int, coo
 @given(st.binary(max_size=40))
 def test_membership_record_decode_never_raises(data: bytes) -> None:
     result = MembershipRecord.decode(data)
-    if result is not None:
+    if result is not None and result.recent is not None:
         assert result.encode() == data
 
 
@@ -143,7 +157,7 @@ def test_membership_record_rejects_other_lengths_and_versions() -> None:
     data = MembershipRecord(1, 2, 3).encode()
     assert MembershipRecord.decode(data[:-1]) is None
     assert MembershipRecord.decode(data + b"\x00") is None
-    assert MembershipRecord.decode(b"\x02" + data[1:]) is None
+    assert MembershipRecord.decode(b"\x03" + data[1:]) is None
     assert MembershipRecord.decode(b"") is None
 
 

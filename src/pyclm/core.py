@@ -145,6 +145,10 @@ class Membership:
         self.incarnation = min(max(previous + 1, wall_clock_ns), MAX_INCARNATION)
         self.me = interned_member(self.node_id, self.incarnation)
         self._accepted = ViewId(record.max_epoch, record.max_coordinator) if record and record.max_epoch else None
+        self._accepted_members: tuple[Member, ...] = ()
+        self.view: View | None = None
+        # Until this life accepts a view, the nodes the last one may have vouched for.
+        self._carried_recent = record.recent or () if record is not None else ()
         self._max_epoch_seen = record.max_epoch if record else 0
         self.policy: QuorumPolicy = make_policy(
             quorum,
@@ -164,7 +168,10 @@ class Membership:
             self._writes.append(StorageWrite("quorum", action.data))
         self._persist()  # the new incarnation is durable before the first datagram
         duration = config.timing.lease_duration
-        self._lease = Lease(duration, config.timing.max_drift, now, restarted=history) if duration else None
+        self._lease = None
+        if duration:
+            recent = record.recent if record is not None else None
+            self._lease = Lease(duration, config.timing.max_drift, now, restarted=history, recent=recent)
 
         self._peers: dict[int, _Peer] = {}
         self._matrix = ConnectivityMatrix()
@@ -177,7 +184,6 @@ class Membership:
         self._publishing = False
         self._knowledge = 0
 
-        self.view: View | None = None
         self.primary_number: int | None = None
         self._install_states: tuple[tuple[int, bytes], ...] = ()
         self._pending: View | None = None  # accepted, not yet installed
@@ -703,7 +709,7 @@ class Membership:
         epoch = max(self._max_epoch_seen, self._accepted.epoch if self._accepted else 0) + 1
         view = View(ViewId(epoch, self.node_id), component)
         self._drop_primary("new_view")
-        self._accept(view.view_id, now)
+        self._accept(view, now)
         self._count("proposed")
         if len(component) == 1:
             self._proposal = None
@@ -723,8 +729,10 @@ class Membership:
         until = self._lease.hold_until(lambda n: n == self.node_id or find(members, n) is not None)
         return until if until > now else None
 
-    def _accept(self, view_id: ViewId, now: float) -> None:
+    def _accept(self, view: View, now: float) -> None:
+        view_id = view.view_id
         self._accepted = view_id
+        self._accepted_members = view.members
         self._accepted_at = now
         self._deferred = None
         self._early = []
@@ -734,7 +742,11 @@ class Membership:
 
     def _persist(self) -> None:
         accepted = self._accepted or ViewId(0, 0)
-        record = MembershipRecord(self.incarnation, accepted.epoch, accepted.coordinator)
+        recent = {m.node_id for m in self._accepted_members} if self._accepted_members else set(self._carried_recent)
+        if self.view is not None:
+            recent.update(self.view.node_ids)
+        recent.discard(self.node_id)
+        record = MembershipRecord(self.incarnation, accepted.epoch, accepted.coordinator, tuple(sorted(recent)))
         self._writes.append(StorageWrite("membership", record.encode()))
 
     def _on_propose(self, peer: _Peer, propose: wire.Propose, now: float) -> None:
@@ -763,8 +775,9 @@ class Membership:
             self._hold_at = held
             return
         self._drop_primary("new_view")
-        self._accept(view_id, now)
-        self._pending = View(view_id, propose.members)
+        pending = View(view_id, propose.members)
+        self._accept(pending, now)
+        self._pending = pending
         self._proposal = None
         self._send_ack(peer.addr, view_id)
         self._retry_at = now + self._timing.heartbeat_interval

@@ -17,7 +17,8 @@ primary must include one of them (:meth:`QuorumPolicy.confirms`).
 **Granter** (every node).  A node that echoed a probe it received at ``r`` - or that
 installed a view it may have helped make primary at ``r`` - does not help any view
 without that prober (it neither proposes nor acknowledges one) before ``r + hold``.
-After a restart it helps no view for ``hold``: it may have granted just before crashing.
+After a restart it helps no view without some node of its last views (the membership
+record keeps them) for ``hold``: it may have granted just before crashing.
 
 Why it works.  A later primary needs a node of every confirming set to leave the view
 first, and that node first waits out its grant, which ends after the prober's lease ends
@@ -44,8 +45,11 @@ _REMEMBERED = 256  # probes whose send time we keep (echoes older than that are 
 class Lease:
     """Both sides of the lease for one node; sans-IO: every method takes ``now``."""
 
-    def __init__(self, duration: float, max_drift: float, now: float, *, restarted: bool) -> None:
-        """``restarted``: this node may have granted leases in an earlier life."""
+    def __init__(
+        self, duration: float, max_drift: float, now: float, *, restarted: bool, recent: tuple[int, ...] | None
+    ) -> None:
+        """``restarted``: this node may have granted leases in an earlier life, to the
+        nodes ``recent`` (None: to anyone)."""
         self.duration = duration
         self.hold = duration * (1.0 + max_drift)
         # prober
@@ -58,6 +62,7 @@ class Lease:
         self._heard: dict[int, int] = {}  # prober -> newest probe heard in our view
         self._grants: dict[int, float] = {}  # prober -> when we last gave it reason to trust us
         self._restart_hold = now + self.hold if restarted else now
+        self._recent = recent
 
     # ------------------------------------------------------------------ prober
 
@@ -134,7 +139,10 @@ class Lease:
 
     def hold_until(self, keep: Callable[[int], bool]) -> float:
         """The earliest time we may help a view made of the nodes for which ``keep`` is true."""
-        until = self._restart_hold
+        until = 0.0
+        recent = self._recent
+        if recent is None or not all(keep(n) for n in recent):
+            until = self._restart_hold  # a view without some node our last life vouched for
         for prober, granted in self._grants.items():
             if not keep(prober):
                 until = max(until, granted + self.hold)

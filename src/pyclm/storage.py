@@ -107,25 +107,45 @@ class FileStorage:
 
 
 _MEMBERSHIP = struct.Struct("!BQQI")
-_MEMBERSHIP_VERSION = 1
+_MEMBERSHIP_VERSION = 2  # version 1 had no member list
+_COUNT = struct.Struct("!H")
 
 
 @attrs.frozen
 class MembershipRecord:
-    """What the core keeps across restarts: its last incarnation and the highest view id it accepted."""
+    """What the core keeps across restarts.
+
+    Its last incarnation, the highest view id it accepted, and the nodes of its last
+    installed and accepted views (``recent``): the nodes it may have vouched for, for the
+    primary lease, just before it stopped.  ``recent`` is None in a version-1 record
+    (unknown: the lease then assumes the worst).
+    """
 
     incarnation: int
     max_epoch: int
     max_coordinator: int
+    recent: tuple[int, ...] | None = ()
 
     def encode(self) -> bytes:
-        return _MEMBERSHIP.pack(_MEMBERSHIP_VERSION, self.incarnation, self.max_epoch, self.max_coordinator)
+        recent = self.recent or ()
+        head = _MEMBERSHIP.pack(_MEMBERSHIP_VERSION, self.incarnation, self.max_epoch, self.max_coordinator)
+        return head + _COUNT.pack(len(recent)) + struct.pack(f"!{len(recent)}I", *recent)
 
     @classmethod
     def decode(cls, data: bytes) -> MembershipRecord | None:
-        if len(data) != _MEMBERSHIP.size:
+        """The record in ``data``, or None if it is not a complete, valid record of a known version."""
+        if len(data) < _MEMBERSHIP.size:
             return None
-        version, incarnation, epoch, coordinator = _MEMBERSHIP.unpack(data)
-        if version != _MEMBERSHIP_VERSION:
+        version, incarnation, epoch, coordinator = _MEMBERSHIP.unpack_from(data)
+        if version == 1 and len(data) == _MEMBERSHIP.size:
+            return cls(incarnation, epoch, coordinator, None)
+        if version != _MEMBERSHIP_VERSION or len(data) < _MEMBERSHIP.size + _COUNT.size:
             return None
-        return cls(incarnation, epoch, coordinator)
+        (count,) = _COUNT.unpack_from(data, _MEMBERSHIP.size)
+        start = _MEMBERSHIP.size + _COUNT.size
+        if len(data) != start + 4 * count:
+            return None
+        recent = struct.unpack_from(f"!{count}I", data, start)
+        if list(recent) != sorted(set(recent)):
+            return None
+        return cls(incarnation, epoch, coordinator, recent)
