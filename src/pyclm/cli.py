@@ -35,6 +35,22 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--json", action="store_true", help="one JSON object per line (docs/scenarios.md)")
     simulate.add_argument("--seed", type=int, help="override the scenario's seed")
     simulate.add_argument("--quorum", metavar="NAME", help=f"override quorum.policy ({', '.join(sorted(POLICIES))})")
+
+    study = sub.add_parser("study", help="experiments over the quorum policies")
+    studies = study.add_subparsers(dest="study", required=True, metavar="STUDY")
+    availability = studies.add_parser(
+        "availability",
+        help="% of runs with a primary after cascading connectivity changes, per policy (docs/availability.md)",
+    )
+    availability.add_argument("--processes", type=int, default=64, help="processes per run (default 64)")
+    availability.add_argument(
+        "--runs", type=int, help="runs per point (default: until ±1 point at the named points, ±3 elsewhere)"
+    )
+    availability.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
+    availability.add_argument("--out", type=Path, default=Path("availability-study"), help="results directory")
+    availability.add_argument("--policies", help="comma-separated policy names (default: all of the study's)")
+    availability.add_argument("--named-only", action="store_true", help="only k in 1,5,20 x gap in 0.5,2,8 rounds")
+    availability.add_argument("--seed", type=int, default=1, help="the study's seed (schedules derive from it)")
     return parser
 
 
@@ -43,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args.json)
+        if args.command == "study":
+            return _study(args)
         return _simulate(args)
     except ConfigError as exc:
         print(f"pyclm: {exc}", file=sys.stderr)
@@ -116,6 +134,37 @@ def _demo(as_json: bool) -> int:
         "The same run as JSON lines: pyclm demo --json.  Your own scenarios: pyclm simulate FILE.toml"
     )
     return _verdict(result.violation)
+
+
+def _study(args: argparse.Namespace) -> int:
+    from .study.availability import DEFAULT_POLICIES, NAMED_GAPS, NAMED_KS, StudyConfig, run_study, table, write_summary
+    from .study.plots import have_matplotlib, write_plots
+
+    if args.jobs < 1:
+        raise ConfigError("--jobs", f"must be at least 1, got {args.jobs}")
+    policies = tuple(p.strip() for p in args.policies.split(",")) if args.policies else DEFAULT_POLICIES
+    config = StudyConfig(processes=args.processes, policies=policies, runs=args.runs, seed=args.seed)
+    if args.named_only:
+        config = attrs.evolve(config, ks=NAMED_KS, gaps=NAMED_GAPS)
+    try:
+        results = run_study(config, args.out, jobs=args.jobs)
+    except InvariantViolation as exc:
+        return _verdict(exc)
+    except KeyboardInterrupt:
+        where = args.out / "runs.csv"
+        print(f"pyclm study: interrupted; finished batches are in {where}: run again to resume", file=sys.stderr)
+        return 130
+    write_summary(config, results, args.out)
+    print("% of runs with a primary once the changes stop (± half the 95 % interval), named points:")
+    for line in table(config, results):
+        print(line)
+    if have_matplotlib():
+        for path in write_plots(config, results, args.out):
+            print(f"wrote {path}")
+    else:
+        print("no plots: matplotlib is missing (pip install 'pyclm[study]')", file=sys.stderr)
+    print(f"wrote {args.out / 'availability.csv'} and {args.out / 'paired.csv'}")
+    return 0
 
 
 def _verdict(violation: InvariantViolation | None) -> int:

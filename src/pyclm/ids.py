@@ -99,9 +99,11 @@ class View:
         if self.view_id.coordinator != ids[0]:
             raise ValueError("the coordinator of a view is its lowest member id")
 
-    @property
-    def node_ids(self) -> tuple[int, ...]:
-        return tuple(m.node_id for m in self.members)
+    #: The member ids, ascending (derived; kept because every layer asks for them).
+    node_ids: tuple[int, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "node_ids", tuple(m.node_id for m in self.members))
 
     def __contains__(self, node_id: object) -> bool:
-        return any(m.node_id == node_id for m in self.members)
+        return find(self.members, node_id) is not None if isinstance(node_id, int) else False

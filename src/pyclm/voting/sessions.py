@@ -13,7 +13,8 @@ amnesia by the policy).
 
 from __future__ import annotations
 
-import itertools
+import functools
+import operator
 import struct
 from collections.abc import Iterable, Mapping
 
@@ -67,7 +68,15 @@ class VotingState:
 
     @classmethod
     def decode(cls, data: bytes) -> VotingState | None:
-        """The state in ``data``, or None if it is not a complete, valid record."""
+        """The state in ``data``, or None if it is not a complete, valid record.
+
+        Every member decodes every other member's report in every view, and reports
+        repeat byte for byte: decoded values (immutable) are cached.
+        """
+        return _decode(bytes(data))
+
+    @classmethod
+    def _parse(cls, data: bytes) -> VotingState | None:
         try:
             version, flags, number, last_formed = _HEAD.unpack_from(data, 0)
             if version != _VERSION or flags & ~_AMNESIAC:
@@ -95,6 +104,11 @@ class VotingState:
         )
 
 
+@functools.lru_cache(maxsize=4096)
+def _decode(data: bytes) -> VotingState | None:
+    return VotingState._parse(data)
+
+
 def _encode_session(session: Session) -> bytes:
     members = session.members
     return _SESSION.pack(session.number, len(members)) + struct.pack(f"!{len(members)}I", *members)
@@ -105,7 +119,7 @@ def _decode_session(data: bytes, offset: int) -> tuple[Session, int]:
     offset += _SESSION.size
     members = struct.unpack_from(f"!{count}I", data, offset)
     offset += 4 * count
-    if any(a >= b for a, b in itertools.pairwise(members)):
+    if not all(map(operator.lt, members, members[1:])):
         raise ValueError("members must ascend")
     return Session(number, members), offset
 

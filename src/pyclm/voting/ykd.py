@@ -68,6 +68,10 @@ _PLEASE_SEND = 0x01  # "I lack your attempt": the receiver sends its own again
 _AMNESIAC = VotingState(session_number=0, last_primary=Session(0, ()), amnesiac=True)
 
 
+def _order(session: Session) -> tuple[int, tuple[int, ...]]:
+    return (session.number, session.members)
+
+
 @register_policy
 class YKD(QuorumPolicy):
     """Dynamic linear voting with YKD's ambiguous sessions (``quorum.policy = "ykd"``)."""
@@ -171,10 +175,10 @@ class YKD(QuorumPolicy):
         counted = {n: r for n, r in reports.items() if not r.amnesiac}
         if not counted:
             return self.state.last_primary, []
-        newest = max(r.last_primary for r in counted.values())  # learned formed
+        newest = max((r.last_primary for r in counted.values()), key=_order)  # learned formed
         candidates = {a for r in counted.values() for a in r.ambiguous if a.number > newest.number}
         binding = []
-        for session in sorted(candidates):
+        for session in sorted(candidates, key=_order):
             if any(self._never_attempted(counted.get(m), session) for m in session.members):
                 continue  # learned not formed: one witness suffices
             if all(m in counted for m in session.members):
@@ -198,7 +202,7 @@ class YKD(QuorumPolicy):
     def _learn(self, newest: Session, binding: list[Session]) -> None:
         """Adopt what the reports taught: a newer primary, and which of our attempts are settled."""
         state = self.state
-        last_primary = max(state.last_primary, newest) if not state.amnesiac else state.last_primary
+        last_primary = max(state.last_primary, newest, key=_order) if not state.amnesiac else state.last_primary
         keep = set(binding)
         ambiguous = tuple(s for s in state.ambiguous if s.number > last_primary.number and s in keep)
         number = max(state.session_number, newest.number)
