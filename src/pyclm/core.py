@@ -51,6 +51,7 @@ view is *spent*: only a new view forms a primary again.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections import Counter, deque
@@ -82,6 +83,7 @@ class _Group:
 GROUP: Any = _Group()
 
 _TOMBSTONE_VERSION = 2**32 - 1
+_AUDIT_KEEP = 256  # operator actions kept in the audit record
 _MISMATCH_LIMIT = 3
 
 
@@ -158,6 +160,7 @@ class Membership:
             retry_interval=config.timing.heartbeat_interval,
         )
         self.counters: Counter[str] = Counter()
+        self._audit = [line for line in stored.get("audit", b"").split(b"\n") if line]
 
         self._writes: list[StorageWrite] = []
         self._datagrams: list[tuple[bytes, Any]] = []
@@ -413,6 +416,47 @@ class Membership:
                 self._waiting.add(node_id)
             else:
                 self._waiting.discard(node_id)
+
+    def remove_nodes(self, node_ids: list[int], now: float, *, wall_clock_ns: int, reason: str) -> None:
+        """Operator recovery: declare ``node_ids`` permanently gone (docs/voting.md says when that is safe).
+
+        The quorum policy records it (durably) and it reaches the other members with the
+        next state exchange; this node asks for a new view at once so that exchange
+        happens.  The action is logged and appended to the ``audit`` record.  Drain the
+        outputs afterwards.  Raises :class:`UsageError` if the policy has no such notion
+        or a node id is this node's own.
+        """
+        if self._stopped:
+            raise UsageError("this core left; run the removal on a running survivor")
+        ids = sorted({int(n) for n in node_ids})
+        if not ids:
+            raise UsageError("name at least one node to remove")
+        recorded = self.policy.remove_nodes(ids)
+        entry = json.dumps(
+            {
+                "action": "remove_nodes",
+                "by": self.node_id,
+                "nodes": ids,
+                "recorded": recorded,
+                "reason": reason,
+                "wall_ns": wall_clock_ns,
+            },
+            sort_keys=True,
+        ).encode()
+        self._audit = [*self._audit[-(_AUDIT_KEEP - 1) :], entry]
+        self._writes.append(StorageWrite("audit", b"\n".join(self._audit)))
+        log.warning("node %d: AUDIT operator declared nodes %s permanently removed (%s)", self.node_id, ids, reason)
+        self._count("operator_removals")
+        self._drain_policy(now)
+        # Our view must be agreed again for the declaration to reach the others.
+        self._drop_primary("operator")
+        self._view_spent = True
+        if self._settle_at is None:
+            self._settle_at = now
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        """The operator actions recorded on this node's storage, oldest first."""
+        return [json.loads(line) for line in self._audit]
 
     def leave(self, now: float) -> None:
         """Leave the cluster gracefully: tell the group, then stop.  Drain outputs once more."""

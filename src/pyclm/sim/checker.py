@@ -44,6 +44,7 @@ class InvariantChecker:
             self._numbers.append(0)
             self.primaries[0] = initial
         self.acting: dict[int, int] = {}  # node -> primary number it acts for
+        self.removed: dict[int, int] = {}  # operator removals: node -> up to which primary number
 
     def view_installed(self, t: float, node: int, view: View) -> None:
         known = self.views.setdefault(view.view_id, view.members)
@@ -91,9 +92,20 @@ class InvariantChecker:
         self.primaries[number] = ids
         self.primary_views[number] = view.view_id
 
+    def nodes_removed(self, entries: list[tuple[int, int]]) -> None:
+        """An operator declared these nodes gone for good from primaries numbered up to the given number.
+
+        Successions are then judged without them: that is what the declaration asks for
+        (and why it is unsafe when the nodes are in fact alive).
+        """
+        for node, number in entries:
+            self.removed[node] = max(self.removed.get(node, -1), number)
+
     def _check_succession(
         self, t: float, earlier: int, previous: tuple[int, ...], later: int, members: tuple[int, ...]
     ) -> None:
+        if self.removed:
+            previous = tuple(n for n in previous if self.removed.get(n, -1) < earlier)
         promised = self._succession(self.quorum, previous, members)
         if promised is None:
             if set(previous) & set(members):

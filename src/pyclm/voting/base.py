@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from ..ids import MAX_NODE_ID, View, ViewId
 
 
@@ -182,6 +182,13 @@ class QuorumPolicy(abc.ABC):
         policies whose primaries are majorities of a fixed universe.
         """
         return 2 * self.config.votes_of(node_ids) > self.config.total_votes
+
+    def remove_nodes(self, node_ids: list[int]) -> list[tuple[int, int]]:
+        """Operator recovery: declare ``node_ids`` permanently gone (see docs/voting.md).
+
+        Returns what was recorded.  Policies without such a notion refuse.
+        """
+        raise UsageError(f"quorum policy {self.name!r} has no permanent removal of nodes")
 
     def describe(self) -> dict[str, Any]:
         """The policy's state for status output and logs (JSON-friendly)."""

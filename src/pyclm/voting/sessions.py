@@ -23,6 +23,7 @@ import attrs
 _HEAD = struct.Struct("!BBQQ")  # version, flags, session number, last formed
 _SESSION = struct.Struct("!QH")  # number, member count
 _U16 = struct.Struct("!H")
+_REMOVED = struct.Struct("!IQ")  # node, up to which session number
 _VERSION = 1
 _AMNESIAC = 0x01
 
@@ -49,6 +50,8 @@ class VotingState:
     session it formed itself (0: none), reported so the others can learn of it.
     ``amnesiac`` marks a state rebuilt after the stored one was lost: such a node
     counts toward no subquorum and witnesses nothing until a primary forms without it.
+    ``removed`` holds the operator's declarations ``(node, number)``: that node is gone
+    for good from every session numbered ``number`` or less (see :func:`without`).
     """
 
     session_number: int
@@ -56,6 +59,7 @@ class VotingState:
     ambiguous: tuple[Session, ...] = ()
     last_formed: int = 0
     amnesiac: bool = False
+    removed: tuple[tuple[int, int], ...] = ()  # ascending by node
 
     def encode(self) -> bytes:
         parts = [
@@ -64,6 +68,8 @@ class VotingState:
             _U16.pack(len(self.ambiguous)),
         ]
         parts.extend(_encode_session(s) for s in self.ambiguous)
+        parts.append(_U16.pack(len(self.removed)))
+        parts.extend(_REMOVED.pack(node, number) for node, number in self.removed)
         return b"".join(parts)
 
     @classmethod
@@ -89,7 +95,13 @@ class VotingState:
             for _ in range(count):
                 session, offset = _decode_session(data, offset)
                 ambiguous.append(session)
+            (count,) = _U16.unpack_from(data, offset)
+            offset += _U16.size
+            removed = [_REMOVED.unpack_from(data, offset + i * _REMOVED.size) for i in range(count)]
+            offset += count * _REMOVED.size
         except (struct.error, ValueError):
+            return None
+        if [n for n, _ in removed] != sorted({n for n, _ in removed}):
             return None
         if offset != len(data) or ambiguous != sorted(ambiguous):
             return None
@@ -101,12 +113,41 @@ class VotingState:
             ambiguous=tuple(ambiguous),
             last_formed=last_formed,
             amnesiac=bool(flags & _AMNESIAC),
+            removed=tuple((n, number) for n, number in removed),
         )
 
 
 @functools.lru_cache(maxsize=4096)
 def _decode(data: bytes) -> VotingState | None:
     return VotingState._parse(data)
+
+
+def merge_removed(*lists: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """The union of removal declarations (per node, the highest number)."""
+    out: dict[int, int] = {}
+    for entries in lists:
+        for node, number in entries:
+            out[node] = max(out.get(node, 0), number)
+    return tuple(sorted(out.items()))
+
+
+def without(state: VotingState, removed: tuple[tuple[int, int], ...]) -> VotingState:
+    """``state`` with every removed node taken out of the sessions the removal covers."""
+    if not removed:
+        return state
+    upto = dict(removed)
+
+    def strip(session: Session) -> Session:
+        kept = tuple(m for m in session.members if upto.get(m, -1) < session.number)
+        return session if len(kept) == len(session.members) else Session(session.number, kept)
+
+    ambiguous = tuple(a for a in (strip(s) for s in state.ambiguous) if a.members)
+    return attrs.evolve(
+        state,
+        last_primary=strip(state.last_primary),
+        ambiguous=ambiguous,
+        removed=merge_removed(state.removed, removed),
+    )
 
 
 def _encode_session(session: Session) -> bytes:
@@ -160,6 +201,8 @@ class Weights:
         More than half of the session's weight, or exactly half including its designated
         member.  Two subquorums of one session always share a node that weighs something.
         """
+        if not session.members:
+            return True  # every member of it was removed for good: nothing to intersect
         members = set(session.members)
         here = [n for n in present if n in members]
         whole = self.total(session.members)

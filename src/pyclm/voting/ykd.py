@@ -52,11 +52,13 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ConfigError
+import attrs
+
+from ..errors import ConfigError, UsageError
 from ..ids import View, ViewId
 from ..wire import MAX_STATE
 from .base import FormPrimary, QuorumConfig, QuorumPolicy, SendQuorum, WriteState, register_policy
-from .sessions import Session, VotingState, Weights
+from .sessions import Session, VotingState, Weights, merge_removed, without
 
 log = logging.getLogger("pyclm.voting.ykd")
 
@@ -137,20 +139,14 @@ class YKD(QuorumPolicy):
         self.attempts = set()
         self.attempted = False
         self._retry_at = None
-        reports = {n: self._report(states.get(n)) for n in view.node_ids}
+        reports = self._reports(view, states)
         newest, binding = self.resolve(reports)
         self._learn(newest, binding)
         if not self.decide(view, reports, newest, binding):
             return
         counted = [r.session_number for r in reports.values() if not r.amnesiac]
         session = Session(max(counted) + 1, view.node_ids)
-        attempted = VotingState(
-            session_number=session.number,
-            last_primary=self.state.last_primary,
-            ambiguous=(*self.state.ambiguous, session),
-            last_formed=self.state.last_formed,
-            amnesiac=self.state.amnesiac,
-        )
+        attempted = attrs.evolve(self.state, session_number=session.number, ambiguous=(*self.state.ambiguous, session))
         if len(attempted.encode()) > MAX_STATE:
             # Never attempt what we could not report: not attempting is always safe.
             self._count("attempt_skipped_state_full")
@@ -188,7 +184,11 @@ class YKD(QuorumPolicy):
 
     @staticmethod
     def _never_attempted(report: VotingState | None, session: Session) -> bool:
-        return report is not None and session not in report.ambiguous and report.last_primary.number < session.number
+        # By number: a node attempts at most one session per number (each attempt's
+        # number exceeds every number it has seen).
+        if report is None or report.last_primary.number >= session.number:
+            return False
+        return all(a.number != session.number for a in report.ambiguous)
 
     def decide(self, view: View, reports: Mapping[int, VotingState], newest: Session, binding: list[Session]) -> bool:
         """Whether ``view`` may attempt: a subquorum of ``newest`` and of every binding session."""
@@ -207,13 +207,7 @@ class YKD(QuorumPolicy):
         ambiguous = tuple(s for s in state.ambiguous if s.number > last_primary.number and s in keep)
         number = max(state.session_number, newest.number)
         if (last_primary, ambiguous, number) != (state.last_primary, state.ambiguous, state.session_number):
-            self.state = VotingState(
-                session_number=number,
-                last_primary=last_primary,
-                ambiguous=ambiguous,
-                last_formed=state.last_formed,
-                amnesiac=state.amnesiac,
-            )
+            self.state = attrs.evolve(state, session_number=number, last_primary=last_primary, ambiguous=ambiguous)
             self.actions.append(WriteState(self.state.encode()))
 
     def receive(self, sender: int, view_id: ViewId, payload: bytes, now: float) -> None:
@@ -236,7 +230,8 @@ class YKD(QuorumPolicy):
             return
         self.session = None
         self._retry_at = None
-        self.state = VotingState(
+        self.state = attrs.evolve(
+            self.state,
             session_number=max(self.state.session_number, session.number),
             last_primary=session,
             ambiguous=(),
@@ -257,7 +252,57 @@ class YKD(QuorumPolicy):
     def get_timer(self) -> float | None:
         return self._retry_at
 
+    # ------------------------------------------------------------------ operator recovery
+
+    def remove_nodes(self, node_ids: list[int]) -> list[tuple[int, int]]:
+        """Declare ``node_ids`` gone for good from every session this node knows.
+
+        They stop counting toward the subquorums of those sessions (numbered up to this
+        node's session number), so survivors can form a primary after losing a quorum
+        for good.  The declaration spreads to the other members with the state reports;
+        a removed node that comes back with its old state is treated as amnesiac.
+        Unsafe if a removed node is in fact alive elsewhere (docs/voting.md).
+        """
+        if self.node_id in node_ids:
+            raise UsageError("a node cannot declare itself removed; run the removal on a survivor")
+        entries = tuple((n, self.state.session_number) for n in sorted(set(node_ids)))
+        self.state = without(self.state, entries)
+        self.actions.append(WriteState(self.state.encode()))
+        return list(entries)
+
     # ------------------------------------------------------------------ helpers
+
+    def _reports(self, view: View, states: Mapping[int, bytes]) -> dict[int, VotingState]:
+        """Every member's report, with the removals any of them knows applied to all."""
+        raw = {n: self._report(states.get(n)) for n in view.node_ids}
+        removed = merge_removed(self.state.removed, *(r.removed for r in raw.values() if not r.amnesiac))
+        if removed != self.state.removed:
+            self._adopt_removed(removed)
+        if not removed:
+            return raw
+        upto = dict(removed)
+        reports = {}
+        for n, report in raw.items():
+            if report.amnesiac:
+                reports[n] = report
+            elif upto.get(n, -1) >= report.last_primary.number:
+                reports[n] = _AMNESIAC  # declared gone, and its state is from before that
+            else:
+                reports[n] = without(report, removed)
+        return reports
+
+    def _adopt_removed(self, removed: tuple[tuple[int, int], ...]) -> None:
+        upto = dict(removed).get(self.node_id)
+        if upto is not None and upto >= self.state.last_primary.number and not self.state.amnesiac:
+            log.warning(
+                "node %d: an operator declared this node permanently removed; its voting state is discarded "
+                "(amnesiac until a primary forms without it)",
+                self.node_id,
+            )
+            self.state = attrs.evolve(_AMNESIAC, removed=removed)
+        else:
+            self.state = without(self.state, removed)
+        self.actions.append(WriteState(self.state.encode()))
 
     def _report(self, data: bytes | None) -> VotingState:
         report = VotingState.decode(data) if data is not None else None
@@ -283,6 +328,7 @@ class YKD(QuorumPolicy):
             "ambiguous": [str(s) for s in state.ambiguous],
             "last_formed": state.last_formed,
             "amnesiac": state.amnesiac,
+            "removed": [{"node": n, "up_to_session": number} for n, number in state.removed],
         }
 
     @classmethod
