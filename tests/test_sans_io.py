@@ -26,6 +26,10 @@ EXCLUDED = frozenset(
         # FileStorage does file I/O (os.fsync, os.replace) for the driver; the core itself only
         # builds StorageWrite/MembershipRecord values from this module and never calls its I/O.
         "storage.py",
+        # The availability study's runner: worker processes, result files, progress rates.
+        # Its model and schedules (study/model.py, study/schedule.py) are core like the simulator.
+        "study/availability.py",
+        "study/plots.py",
     }
 )
 #: Whole directories of glue.
@@ -46,6 +50,11 @@ REQUIRED_CORE = frozenset(
         "voting/__init__.py",
         "voting/base.py",
         "voting/majority.py",
+        "voting/sessions.py",
+        "voting/ykd.py",
+        "lease.py",
+        "study/model.py",
+        "study/schedule.py",
         "sim/__init__.py",
         "sim/checker.py",
         "sim/engine.py",
