@@ -221,6 +221,18 @@ class Node:
         return self._primary_number
 
     @property
+    def fencing_token(self) -> int | None:
+        """The primary number, as a fencing token for resources outside the cluster.
+
+        Primary numbers only grow along the chain of primaries, and with the lease on
+        no two primaries act at once (docs/lease.md).  A resource that remembers the
+        highest token it has seen and refuses requests carrying a lower one also stops
+        a primary whose messages were delayed past the end of its lease.  None while this
+        node is not acting as primary.
+        """
+        return self._primary_number
+
+    @property
     def is_primary(self) -> bool:
         return self._primary_number is not None
 
@@ -302,6 +314,17 @@ class Node:
         self._require_started()
         assert self._scope is not None
         self._scope.cancel()
+
+    async def remove_nodes(self, node_ids: list[int], *, reason: str) -> None:
+        """Operator recovery: declare ``node_ids`` permanently gone (see docs/voting.md first).
+
+        Recorded durably, audited (log line and the ``audit`` record) and spread to the
+        other members with the next view; raises :class:`UsageError` when the quorum policy
+        has no such notion.
+        """
+        self._require_started()
+        wall = time.time_ns()
+        await self._call(lambda core, now: core.remove_nodes(node_ids, now, wall_clock_ns=wall, reason=reason))
 
     async def set_reachable(self, node_id: int, reachable: bool) -> None:
         """External connectivity input (see :meth:`pyclm.core.Membership.set_reachable`)."""
