@@ -219,6 +219,15 @@ BAD: list[tuple[str, Callable[[Doc], None], str]] = [
     ("partition of an unknown node", setter(["event", 0, "partition"], [[1, 2], [7]]), "event[0].partition"),
     ("heal = false", setter(["event", 1, "heal"], False), "event[1].heal"),
     ("event loss above 1", setter(["event", 7, "loss"], 1.5), "event[7].loss"),
+    ("during_write not a bool", setter(["event", 2, "during_write"], "yes"), "event[2].during_write"),
+    ("during_write = 1", setter(["event", 2, "during_write"], 1), "event[2].during_write"),
+    ("unknown lose_state", setter(["event", 2, "lose_state"], "disk"), "event[2].lose_state"),
+    ("lose_state not a string", setter(["event", 2, "lose_state"], True), "event[2].lose_state"),
+    ("during_write on a recover", setter(["event", 3, "during_write"], True), "event[3].during_write"),
+    ("lose_state on a leave", setter(["event", 4, "lose_state"], "all"), "event[4].lose_state"),
+    ("lose_state on a heal", setter(["event", 1, "lose_state"], "quorum"), "event[1].lose_state"),
+    ("a modifier alone", add_event({"at": 1.0, "during_write": True}), "event[8]"),
+    ("a modifier on two actions", add_event({"at": 1.0, "crash": [1], "heal": True, "during_write": True}), "event[8]"),
 ]
 
 
@@ -245,3 +254,33 @@ def test_crash_message_names_node_and_time() -> None:
     doc["event"].append({"at": 11.0, "crash": [2]})
     with pytest.raises(ConfigError, match=r"node 2 is not running at t=11.0"):
         parse_scenario(doc)
+
+
+def test_crash_modifiers_parse_and_appear_in_the_record_only_when_set() -> None:
+    doc = example()
+    doc["event"][2].update({"during_write": True, "lose_state": "quorum"})
+    event = parse_scenario(doc).events[2]
+    assert event == ScenarioEvent(at=10.0, action="crash", nodes=(2,), during_write=True, lose_state="quorum")
+    assert event.as_record() == {"event": "crash", "nodes": [2], "during_write": True, "lose_state": "quorum"}
+    doc["event"][2].update({"during_write": False, "lose_state": "all"})
+    event = parse_scenario(doc).events[2]
+    assert event.as_record() == {"event": "crash", "nodes": [2], "lose_state": "all"}
+    del doc["event"][2]["lose_state"]
+    assert parse_scenario(doc) == parse_scenario(example())  # during_write = false is the default
+
+
+def test_a_during_write_crash_counts_as_a_crash_for_the_story() -> None:
+    events: list[dict[str, Any]] = [{"at": 1.0, "crash": [2], "during_write": True}, {"at": 2.0, "recover": [2]}]
+    parse_scenario({"nodes": 3, "event": events})
+    events.append({"at": 1.5, "leave": [2]})
+    with pytest.raises(ConfigError, match=r"event\[2\]\.leave: node 2 is not running"):
+        parse_scenario({"nodes": 3, "event": events})
+
+
+def test_scenario_events_check_their_modifiers() -> None:
+    with pytest.raises(ValueError, match="during_write modifies a crash, not a leave"):
+        ScenarioEvent(at=1.0, action="leave", nodes=(1,), during_write=True)
+    with pytest.raises(ValueError, match="lose_state modifies a crash, not a recover"):
+        ScenarioEvent(at=1.0, action="recover", nodes=(1,), lose_state="all")
+    with pytest.raises(ValueError, match="lose_state is None or one of"):
+        ScenarioEvent(at=1.0, action="crash", nodes=(1,), lose_state="disk")

@@ -9,6 +9,13 @@ re-arms its timer: the same pump as :class:`pyclm.Node`.
 In ``oracle`` connectivity the simulator tells every core whom it can reach (from the
 link state and who is running) instead of letting heartbeat silence decide.
 
+Crashes can strike in the middle of persisting (``during_write``).  Each write is two
+steps, as :class:`~pyclm.storage.FileStorage` does it: write a temp file, rename it over
+the record.  A crash after the first step leaves the old record (loaders ignore temp
+files), so a record is never half-written; a batch of writes can be cut between records.
+Nothing the core produced in that step goes out.  A crash can also destroy what is on
+disk (``lose_state``): see :meth:`Simulator.crash`.
+
 Same scenario, same seed: the same records, byte for byte.
 """
 
@@ -25,15 +32,15 @@ from ..config import ConnectivitySource, MembershipConfig
 from ..core import GROUP, Membership
 from ..events import PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from ..ids import View
-from ..storage import MemoryStorage
+from ..storage import MemoryStorage, StorageWrite
 from ..voting import QuorumConfig
 from .checker import InvariantChecker, InvariantViolation
 from .network import NetworkModel
-from .scenario import Scenario, ScenarioEvent
+from .scenario import LOSE_STATES, Scenario, ScenarioEvent
 
 _WALL_CLOCK_ORIGIN_NS = 1_767_225_600 * 10**9  # 2026-01-01: the simulated wall clock at t=0
 
-_DELIVER, _TIMER, _SCENARIO, _MULTICAST = 0, 1, 2, 3
+_DELIVER, _TIMER, _SCENARIO, _MULTICAST, _REACH = 0, 1, 2, 3, 4
 
 Record = dict[str, Any]
 
@@ -48,8 +55,37 @@ class _Copies(list[tuple[float, int]]):
         self.src = src
 
 
+@attrs.frozen(kw_only=True)
+class WriteCrash:
+    """A crash that struck while a node persisted ``writes``.
+
+    Each write is two steps (write the temp file, rename it over the record), so the batch
+    has ``2 * len(writes)`` steps; ``steps_done`` of them completed, and the first
+    ``applied`` writes are durable.  The rest left the old records.
+    """
+
+    at: float
+    writes: tuple[StorageWrite, ...]
+    steps_done: int
+
+    @property
+    def applied(self) -> int:
+        return self.steps_done // 2
+
+
 class SimNode:
-    __slots__ = ("core", "node_id", "primary", "storage", "timer_at", "timer_gen", "view")
+    __slots__ = (
+        "core",
+        "crash_at_write",
+        "lose_at_crash",
+        "node_id",
+        "primary",
+        "storage",
+        "timer_at",
+        "timer_gen",
+        "view",
+        "write_crash",
+    )
 
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
@@ -59,6 +95,9 @@ class SimNode:
         self.timer_gen = 0
         self.view: View | None = None
         self.primary: int | None = None
+        self.crash_at_write = False  # a during_write crash waits for this node's next writes
+        self.lose_at_crash: str | None = None  # lose_state of that crash
+        self.write_crash: WriteCrash | None = None  # the last crash that struck mid-write
 
 
 @attrs.frozen
@@ -178,14 +217,21 @@ class Simulator:
                 node.timer_at = None
                 core.handle_timer(t)
                 self._pump(node, core)
-            else:
+            elif kind == _SCENARIO:
                 self._scenario_event(a)
+            else:  # _REACH: a node crashed mid-write; the oracle tells the others
+                self._update_reachability()
         self.now = max(self.now, end)
 
     def _pump(self, node: SimNode, core: Membership) -> None:
-        storage = node.storage
-        for write in core.writes_to_persist():
-            storage.write(write.key, write.data)
+        writes = core.writes_to_persist()
+        if writes:
+            if node.crash_at_write:
+                self._crash_mid_write(node, writes)
+                return  # nothing else this step produced goes out
+            storage = node.storage
+            for write in writes:
+                storage.write(write.key, write.data)
         datagrams = core.datagrams_to_send()
         if datagrams:
             self._send(node.node_id, datagrams)
@@ -255,6 +301,8 @@ class Simulator:
         if graceful:
             core.leave(self.now)
             self._pump(node, core)
+        node.crash_at_write = False  # a node that left has no crash pending
+        node.lose_at_crash = None
         node.core = None
         node.view = None
         node.primary = None
@@ -311,6 +359,60 @@ class Simulator:
         if self.on_record is not None:
             self.on_record(record)
 
+    # ------------------------------------------------------------------ crashes
+
+    def crash(self, node_id: int, *, during_write: bool = False, lose_state: str | None = None) -> None:
+        """Crash running node ``node_id``, as a ``crash`` event does (without emitting its record).
+
+        ``during_write``: the node keeps running until its core next asks for writes.  Of
+        that batch's steps (two per write: temp file, rename) a number drawn from the
+        simulator's seeded rng completes (none to all), then the node stops; nothing the
+        core produced in that step is sent or recorded.  ``node.write_crash`` describes it.
+        A ``recover`` of the node before then makes the crash strike at once.
+
+        ``lose_state`` destroys storage at the crash, as a failed disk does: ``"quorum"``
+        leaves the quorum policy's record present but unreadable (``b""``; nothing if there
+        is none), ``"all"`` deletes every record, so the node comes back as a brand-new
+        node - which pyclm cannot tell from one, and which can break the invariants.
+        """
+        if lose_state is not None and lose_state not in LOSE_STATES:
+            raise ValueError(f"lose_state is None or one of {LOSE_STATES}, got {lose_state!r}")
+        node = self.nodes.get(node_id)
+        if node is None or node.core is None:
+            raise ValueError(f"node {node_id} is not running at t={self.now}")
+        self._crash(node, during_write=during_write, lose_state=lose_state)
+        if self.oracle:
+            self._update_reachability()
+
+    def _crash(self, node: SimNode, *, during_write: bool, lose_state: str | None) -> None:
+        if node.core is None:
+            return
+        node.lose_at_crash = lose_state
+        if during_write:
+            node.crash_at_write = True
+        else:
+            self._crash_now(node)
+
+    def _crash_now(self, node: SimNode) -> None:
+        lose = node.lose_at_crash
+        self._stop_node(node.node_id, graceful=False)
+        records = node.storage.records
+        if lose == "all":
+            records.clear()
+        elif lose == "quorum" and "quorum" in records:
+            records["quorum"] = b""
+
+    def _crash_mid_write(self, node: SimNode, writes: list[StorageWrite]) -> None:
+        steps_done = self.rng.randrange(2 * len(writes) + 1)
+        storage = node.storage
+        # An odd count wrote one more temp file but not its rename: that record stays old.
+        for write in writes[: steps_done // 2]:
+            storage.write(write.key, write.data)
+        node.write_crash = WriteCrash(at=self.now, writes=tuple(writes), steps_done=steps_done)
+        self._crash_now(node)
+        if self.oracle:
+            self._push(self.now, _REACH, None, None, None)
+
     # ------------------------------------------------------------------ scenario
 
     def apply(self, event: ScenarioEvent) -> None:
@@ -331,12 +433,18 @@ class Simulator:
             net.set_link(event.src, event.dst, event.up)
         elif action == "loss":
             net.set_loss(event.loss)
-        elif action in ("crash", "leave"):
+        elif action == "crash":
             for node_id in event.nodes:
-                self._stop_node(node_id, graceful=action == "leave")
+                self._crash(self.nodes[node_id], during_write=event.during_write, lose_state=event.lose_state)
+        elif action == "leave":
+            for node_id in event.nodes:
+                self._stop_node(node_id, graceful=True)
         elif action in ("recover", "join"):
             for node_id in event.nodes:
-                if self.nodes.get(node_id) is None or self.nodes[node_id].core is None:
+                node = self.nodes.get(node_id)
+                if node is not None and node.crash_at_write:
+                    self._crash_now(node)  # it never wrote again: its crash strikes now
+                if node is None or node.core is None:
                     self._start_node(node_id)
         if self.oracle:
             self._update_reachability()
@@ -346,7 +454,8 @@ class Simulator:
         link_up = self.network.link_up
         for a in running:
             core = self.nodes[a].core
-            assert core is not None
+            if core is None:  # it crashed mid-write earlier in this pass: a _REACH event follows
+                continue
             now_reach = {b for b in running if b != a and link_up(b, a)}
             before = self._reach.get(a, set())
             for b in sorted(now_reach - before):

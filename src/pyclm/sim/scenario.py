@@ -22,10 +22,16 @@ from ..voting import QuorumConfig
 from .network import NetworkConditions
 
 ACTIONS = ("partition", "heal", "crash", "recover", "leave", "join", "link", "loss")
+#: Extra keys of a ``crash`` event (see ``docs/scenarios.md``).
+CRASH_MODIFIERS = ("during_write", "lose_state")
+#: What ``lose_state`` may destroy: the quorum policy's record, or the whole storage.
+LOSE_STATES = ("quorum", "all")
 
 
 @attrs.frozen(kw_only=True)
 class ScenarioEvent:
+    """One scripted event.  ``during_write`` and ``lose_state`` modify a ``crash`` only."""
+
     at: float
     action: str
     nodes: tuple[int, ...] = ()
@@ -34,12 +40,30 @@ class ScenarioEvent:
     dst: int = 0
     up: bool = True
     loss: float = 0.0
+    during_write: bool = attrs.field(default=False)
+    lose_state: str | None = attrs.field(default=None)
+
+    @during_write.validator
+    def _check_during_write(self, _attr: attrs.Attribute[bool], value: bool) -> None:
+        if value and self.action != "crash":
+            raise ValueError(f"during_write modifies a crash, not a {self.action}")
+
+    @lose_state.validator
+    def _check_lose_state(self, _attr: attrs.Attribute[str | None], value: str | None) -> None:
+        if value is not None and value not in LOSE_STATES:
+            raise ValueError(f"lose_state is None or one of {LOSE_STATES}, got {value!r}")
+        if value is not None and self.action != "crash":
+            raise ValueError(f"lose_state modifies a crash, not a {self.action}")
 
     def as_record(self) -> dict[str, Any]:
-        """The JSON line of this event (without ``t``)."""
+        """The JSON line of this event (without ``t``); a crash's modifiers only when set."""
         record: dict[str, Any] = {"event": self.action}
         if self.action in ("crash", "recover", "leave", "join"):
             record["nodes"] = list(self.nodes)
+            if self.during_write:
+                record["during_write"] = True
+            if self.lose_state is not None:
+                record["lose_state"] = self.lose_state
         elif self.action == "partition":
             record["groups"] = [list(g) for g in self.groups]
         elif self.action == "link":
@@ -189,7 +213,7 @@ def _parse_event(i: int, raw: Any, duration: float) -> ScenarioEvent:
     if "at" not in table:
         raise ConfigError(f"{field}.at", "missing: when the event happens, in simulated seconds")
     at = _number(f"{field}.at", table["at"], high=duration)
-    actions = [k for k in table if k != "at"]
+    actions = [k for k in table if k != "at" and k not in CRASH_MODIFIERS]
     unknown = [k for k in actions if k not in ACTIONS]
     if unknown:
         raise ConfigError(f"{field}.{unknown[0]}", f"unknown action (known: {', '.join(ACTIONS)})")
@@ -198,7 +222,19 @@ def _parse_event(i: int, raw: Any, duration: float) -> ScenarioEvent:
     action = actions[0]
     value = table[action]
     where = f"{field}.{action}"
-    if action in ("crash", "recover", "leave", "join"):
+    for modifier in CRASH_MODIFIERS:
+        if modifier in table and action != "crash":
+            raise ConfigError(f"{field}.{modifier}", f"only a crash takes {modifier}, not {action}")
+    if action == "crash":
+        during_write = table.get("during_write", False)
+        if not isinstance(during_write, bool):
+            raise ConfigError(f"{field}.during_write", f"must be true or false, got {during_write!r}")
+        lose_state = table.get("lose_state")
+        if lose_state is not None and lose_state not in LOSE_STATES:
+            raise ConfigError(f"{field}.lose_state", f'must be "quorum" or "all", got {lose_state!r}')
+        nodes = _node_list(where, value)
+        return ScenarioEvent(at=at, action=action, nodes=nodes, during_write=during_write, lose_state=lose_state)
+    if action in ("recover", "leave", "join"):
         return ScenarioEvent(at=at, action=action, nodes=_node_list(where, value))
     if action == "partition":
         if not isinstance(value, list) or not all(isinstance(g, list) for g in value):
