@@ -417,7 +417,9 @@ class Membership:
             else:
                 self._waiting.discard(node_id)
 
-    def remove_nodes(self, node_ids: list[int], now: float, *, wall_clock_ns: int, reason: str) -> None:
+    def remove_nodes(
+        self, node_ids: list[int], now: float, *, wall_clock_ns: int, reason: str
+    ) -> list[tuple[int, int]]:
         """Operator recovery: declare ``node_ids`` permanently gone (docs/voting.md says when that is safe).
 
         The quorum policy records it (durably) and it reaches the other members with the
@@ -453,6 +455,7 @@ class Membership:
         self._view_spent = True
         if self._settle_at is None:
             self._settle_at = now
+        return recorded
 
     def audit_log(self) -> list[dict[str, Any]]:
         """The operator actions recorded on this node's storage, oldest first."""

@@ -324,7 +324,11 @@ class Node:
         """
         self._require_started()
         wall = time.time_ns()
-        await self._call(lambda core, now: core.remove_nodes(node_ids, now, wall_clock_ns=wall, reason=reason))
+
+        def remove(core: Membership, now: float) -> None:
+            core.remove_nodes(node_ids, now, wall_clock_ns=wall, reason=reason)
+
+        await self._call(remove)
 
     async def set_reachable(self, node_id: int, reachable: bool) -> None:
         """External connectivity input (see :meth:`pyclm.core.Membership.set_reachable`)."""

@@ -30,10 +30,11 @@ import attrs
 
 from ..config import ConnectivitySource, MembershipConfig
 from ..core import GROUP, Membership
+from ..errors import ConfigError
 from ..events import PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from ..ids import View
 from ..storage import MemoryStorage, StorageWrite
-from ..voting import QuorumConfig
+from ..voting import POLICIES, QuorumConfig, QuorumPolicy
 from .checker import InvariantChecker, InvariantViolation
 from .network import NetworkModel
 from .scenario import LOSE_STATES, Scenario, ScenarioEvent
@@ -124,6 +125,12 @@ class Simulator:
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
         self.quorum = quorum or scenario.quorum
+        if POLICIES[self.quorum.policy].remove_nodes is QuorumPolicy.remove_nodes:
+            for i, event in enumerate(scenario.events):
+                if event.action == "remove":
+                    raise ConfigError(
+                        f"event[{i}].remove", f"policy {self.quorum.policy!r} has no permanent removal of nodes"
+                    )
         self.rng = random.Random(self.seed)
         self.network = NetworkModel(scenario.network, random.Random(self.rng.getrandbits(64)))
         self.oracle = scenario.connectivity == "oracle"
@@ -436,6 +443,8 @@ class Simulator:
         elif action == "crash":
             for node_id in event.nodes:
                 self._crash(self.nodes[node_id], during_write=event.during_write, lose_state=event.lose_state)
+        elif action == "remove":
+            self.remove_nodes(event.by, list(event.nodes), reason=event.reason)
         elif action == "leave":
             for node_id in event.nodes:
                 self._stop_node(node_id, graceful=True)
@@ -448,6 +457,21 @@ class Simulator:
                     self._start_node(node_id)
         if self.oracle:
             self._update_reachability()
+
+    def remove_nodes(self, by: int, node_ids: list[int], *, reason: str) -> None:
+        """Operator recovery on node ``by``: declare ``node_ids`` permanently gone (docs/voting.md).
+
+        The checker is told, so successions are judged without them from then on.
+        """
+        node = self.nodes.get(by)
+        core = node.core if node is not None else None
+        if node is None or core is None:
+            raise ConfigError("remove.by", f"node {by} is not running at t={self.now}")
+        wall = _WALL_CLOCK_ORIGIN_NS + int(self.now * 1e9)
+        recorded = core.remove_nodes(node_ids, self.now, wall_clock_ns=wall, reason=reason)
+        if self.checker:
+            self.checker.nodes_removed(recorded)
+        self._pump(node, core)
 
     def _update_reachability(self) -> None:
         running = [n for n in self._order if self.nodes[n].core is not None]

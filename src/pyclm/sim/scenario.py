@@ -21,11 +21,13 @@ from ..ids import MAX_NODE_ID
 from ..voting import QuorumConfig
 from .network import NetworkConditions
 
-ACTIONS = ("partition", "heal", "crash", "recover", "leave", "join", "link", "loss")
+ACTIONS = ("partition", "heal", "crash", "recover", "leave", "join", "link", "loss", "remove")
 #: Extra keys of a ``crash`` event (see ``docs/scenarios.md``).
 CRASH_MODIFIERS = ("during_write", "lose_state")
 #: What ``lose_state`` may destroy: the quorum policy's record, or the whole storage.
 LOSE_STATES = ("quorum", "all")
+#: Extra keys of a ``remove`` event: the node the operator runs it on, and why.
+REMOVE_MODIFIERS = ("by", "reason")
 
 
 @attrs.frozen(kw_only=True)
@@ -42,6 +44,8 @@ class ScenarioEvent:
     loss: float = 0.0
     during_write: bool = attrs.field(default=False)
     lose_state: str | None = attrs.field(default=None)
+    by: int = 0  # remove: the survivor the operator runs it on
+    reason: str = ""  # remove: the audit log's reason
 
     @during_write.validator
     def _check_during_write(self, _attr: attrs.Attribute[bool], value: bool) -> None:
@@ -70,6 +74,8 @@ class ScenarioEvent:
             record.update({"from": self.src, "to": self.dst, "up": self.up})
         elif self.action == "loss":
             record["loss"] = self.loss
+        elif self.action == "remove":
+            record.update({"nodes": list(self.nodes), "by": self.by, "reason": self.reason})
         return record
 
 
@@ -213,7 +219,7 @@ def _parse_event(i: int, raw: Any, duration: float) -> ScenarioEvent:
     if "at" not in table:
         raise ConfigError(f"{field}.at", "missing: when the event happens, in simulated seconds")
     at = _number(f"{field}.at", table["at"], high=duration)
-    actions = [k for k in table if k != "at" and k not in CRASH_MODIFIERS]
+    actions = [k for k in table if k != "at" and k not in CRASH_MODIFIERS and k not in REMOVE_MODIFIERS]
     unknown = [k for k in actions if k not in ACTIONS]
     if unknown:
         raise ConfigError(f"{field}.{unknown[0]}", f"unknown action (known: {', '.join(ACTIONS)})")
@@ -225,6 +231,20 @@ def _parse_event(i: int, raw: Any, duration: float) -> ScenarioEvent:
     for modifier in CRASH_MODIFIERS:
         if modifier in table and action != "crash":
             raise ConfigError(f"{field}.{modifier}", f"only a crash takes {modifier}, not {action}")
+    for modifier in REMOVE_MODIFIERS:
+        if modifier in table and action != "remove":
+            raise ConfigError(f"{field}.{modifier}", f"only a remove takes {modifier}, not {action}")
+    if action == "remove":
+        if "by" not in table:
+            raise ConfigError(f"{field}.by", "missing: the running node the operator declares the removal on")
+        by = _node(f"{field}.by", table["by"])
+        reason = table.get("reason", "scenario")
+        if not isinstance(reason, str):
+            raise ConfigError(f"{field}.reason", f"must be a string, got {reason!r}")
+        nodes = _node_list(where, value)
+        if by in nodes:
+            raise ConfigError(f"{field}.by", f"node {by} cannot declare itself removed")
+        return ScenarioEvent(at=at, action=action, nodes=nodes, by=by, reason=reason)
     if action == "crash":
         during_write = table.get("during_write", False)
         if not isinstance(during_write, bool):
@@ -275,6 +295,10 @@ def _check_story(nodes: tuple[int, ...], events: tuple[ScenarioEvent, ...]) -> N
     for i in order:
         event = events[i]
         where = f"event[{i}].{event.action}"
+        if event.action == "remove":
+            if event.by not in running:
+                raise ConfigError(f"event[{i}].by", f"node {event.by} is not running at t={event.at}")
+            continue
         for n in event.nodes:
             if event.action in ("crash", "leave") and n not in running:
                 raise ConfigError(where, f"node {n} is not running at t={event.at}")
