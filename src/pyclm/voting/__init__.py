@@ -16,21 +16,33 @@ from .base import (
     make_policy,
     register_policy,
 )
+from .dfls import DFLS
 from .majority import StaticMajority
+from .mr1p import MR1P
+from .one_pending import OnePending
+from .oracle import Oracle, SessionTruth
 from .sessions import Session, VotingState, Weights
+from .votequorum import ExpectedVotes, VoteQuorum
 from .ykd import YKD
 
 __all__ = [
+    "DFLS",
+    "MR1P",
     "POLICIES",
     "YKD",
+    "ExpectedVotes",
     "FormPrimary",
     "LosePrimary",
+    "OnePending",
+    "Oracle",
     "PolicyAction",
     "QuorumConfig",
     "QuorumPolicy",
     "SendQuorum",
     "Session",
+    "SessionTruth",
     "StaticMajority",
+    "VoteQuorum",
     "VotingState",
     "Weights",
     "WriteState",
