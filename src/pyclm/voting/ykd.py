@@ -126,11 +126,23 @@ class YKD(QuorumPolicy):
         self.session: Session | None = None
         self.attempts: set[int] = set()
         self.attempted = False  # we sent an attempt in the current view
+        self.attempted_number = 0  # ...with this session number
         self._retry_at: float | None = None
 
     # ------------------------------------------------------------------ the algorithm
 
     def ack_state(self) -> bytes:
+        """Our report, sent as this node accepts a newer view: from now on it never forms
+        the session of its current view.
+
+        That is what makes "all members present" sound: once every member of a session
+        has reported for a newer view, nobody can still form it.  (Answering requests for
+        our attempt stays allowed: the attempt was sent already.)
+        """
+        if self.session is not None:
+            self.session = None
+            self._retry_at = None
+            self._count("session_abandoned")
         return self.state.encode()
 
     def view_installed(self, view: View, states: Mapping[int, bytes], now: float) -> None:
@@ -138,6 +150,7 @@ class YKD(QuorumPolicy):
         self.session = None
         self.attempts = set()
         self.attempted = False
+        self.attempted_number = 0
         self._retry_at = None
         reports = self._reports(view, states)
         newest, binding = self.resolve(reports)
@@ -156,6 +169,7 @@ class YKD(QuorumPolicy):
         self.session = session
         self.attempts = {self.node_id}
         self.attempted = True
+        self.attempted_number = session.number
         self.actions.append(WriteState(attempted.encode()))  # durable before the attempt leaves
         self.actions.append(SendQuorum(_ATTEMPT.pack(_KIND_ATTEMPT, session.number, 0)))
         self._retry_at = now + self.retry_interval
@@ -215,12 +229,19 @@ class YKD(QuorumPolicy):
             self._count("rx_dropped_malformed")
             return
         kind, number, flags = _ATTEMPT.unpack(payload)
-        session = self.session
-        if kind != _KIND_ATTEMPT or session is None or number != session.number or sender not in session.members:
+        view = self.view
+        if kind != _KIND_ATTEMPT or not self.attempted or number != self.attempted_number or view is None:
+            self._count("rx_dropped_other_session")
+            return
+        if sender not in view:
             self._count("rx_dropped_other_session")
             return
         if flags & _PLEASE_SEND:
+            # Also after we formed (or stopped) this session: the asker still needs ours.
             self.actions.append(SendQuorum(_ATTEMPT.pack(_KIND_ATTEMPT, number, 0), to=(sender,)))
+        session = self.session
+        if session is None:
+            return
         self.attempts.add(sender)
         self._maybe_form()
 
