@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     availability.add_argument("--processes", type=int, default=64, help="processes per run (default 64)")
     availability.add_argument(
-        "--runs", type=int, help="runs per point (default: until ±1 point at the named points, ±3 elsewhere)"
+        "--runs", type=int, help="runs per point (default: until ±1 point at the named points, ±4 elsewhere)"
     )
     availability.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPUs)")
     availability.add_argument("--out", type=Path, default=Path("availability-study"), help="results directory")

@@ -5,7 +5,7 @@ draws schedules (:mod:`pyclm.study.schedule`), runs every policy on each schedul
 (:mod:`pyclm.study.model`: a paired comparison) and records, per run and policy, whether
 a primary exists once the changes stop and the system settles.  Runs continue, in
 batches, until the 95 % Wilson interval of every policy is narrow enough (±1 point at
-the named points, ±3 elsewhere) or a cap is reached.
+the named points, ±4 elsewhere) or a cap is reached.
 
 Every finished batch is appended to ``runs.csv`` at once, so an interrupted study loses
 at most the batches in flight and resumes where it stopped when run again with the same
@@ -30,6 +30,7 @@ import attrs
 
 from ..errors import ConfigError
 from ..voting import POLICIES, QuorumConfig
+from ..voting.oracle import SessionTruth
 from .model import Run
 from .schedule import make_schedule
 
@@ -48,9 +49,9 @@ class StudyConfig:
     #: Fixed number of runs per point (None: adaptive, see precision_*).
     runs: int | None = None
     precision_named: float = 0.01
-    precision_other: float = 0.03
+    precision_other: float = 0.04
     max_runs_named: int = 12_000
-    max_runs_other: int = 2_000
+    max_runs_other: int = 1_500
     min_runs: int = 300
     batch: int = 100
     seed: int = 1
@@ -81,6 +82,8 @@ class StudyConfig:
         options: dict[str, Any] = {}
         if policy == "votequorum":
             options["last_man_standing_window"] = self.lms_window
+        elif policy == "oracle":
+            options["truth"] = SessionTruth()  # one per run
         return QuorumConfig(policy=policy, votes=votes, options=options)
 
     def identity(self) -> dict[str, str]:
@@ -93,19 +96,27 @@ def run_seed(config: StudyConfig, k: int, gap: float, index: int) -> int:
     return (config.seed * 1_000_003 + k * 10_007 + round(gap * 1000)) * 1_000_000 + index
 
 
-def one_schedule(config: StudyConfig, k: int, gap: float, index: int) -> tuple[bool, ...]:
-    """Every policy on one schedule: whether each has a primary at the end."""
+#: Policies unsafe by design: their safety violations are counted, not raised.
+UNSAFE = frozenset({"votequorum"})
+
+
+def one_schedule(config: StudyConfig, k: int, gap: float, index: int) -> tuple[str, ...]:
+    """Every policy on one schedule: "1" a primary at the end, "0" none; "x" appended when
+    the run broke a safety invariant (only policies in :data:`UNSAFE` may)."""
     seed = run_seed(config, k, gap, index)
     schedule = make_schedule(seed, config.processes, k, gap, config.start)
     settle = config.settle + (config.lms_window if "votequorum" in config.policies else 0.0)
     out = []
     for policy in config.policies:
-        run = Run(config.quorum(policy), config.processes, schedule, seed, settle=settle)
-        out.append(run.run(config.start))
+        run = Run(
+            config.quorum(policy), config.processes, schedule, seed, settle=settle, tolerate_violations=policy in UNSAFE
+        )
+        outcome = "1" if run.run(config.start) else "0"
+        out.append(outcome + ("x" if run.violations else ""))
     return tuple(out)
 
 
-def _batch(args: tuple[StudyConfig, int, float, int, int]) -> tuple[int, float, list[tuple[int, tuple[bool, ...]]]]:
+def _batch(args: tuple[StudyConfig, int, float, int, int]) -> tuple[int, float, list[tuple[int, tuple[str, ...]]]]:
     config, k, gap, first, count = args
     return k, gap, [(i, one_schedule(config, k, gap, i)) for i in range(first, first + count)]
 
@@ -127,7 +138,7 @@ class Results:
     def __init__(self, config: StudyConfig, path: Path) -> None:
         self.config = config
         self.path = path
-        self.runs: dict[tuple[int, float], dict[int, tuple[bool, ...]]] = {}
+        self.runs: dict[tuple[int, float], dict[int, tuple[str, ...]]] = {}
         if path.exists():
             self._load()
         else:
@@ -151,15 +162,15 @@ class Results:
                 if len(row) != 3 + len(self.config.policies):
                     continue  # a line cut short by a crash
                 k, gap, index = int(row[0]), float(row[1]), int(row[2])
-                self.runs.setdefault((k, gap), {})[index] = tuple(v == "1" for v in row[3:])
+                self.runs.setdefault((k, gap), {})[index] = tuple(row[3:])
 
-    def add(self, k: int, gap: float, batch: list[tuple[int, tuple[bool, ...]]]) -> None:
+    def add(self, k: int, gap: float, batch: list[tuple[int, tuple[str, ...]]]) -> None:
         point = self.runs.setdefault((k, gap), {})
         with open(self.path, "a", newline="") as f:
             writer = csv.writer(f)
             for index, outcome in batch:
                 point[index] = outcome
-                writer.writerow([k, gap, index, *("1" if o else "0" for o in outcome)])
+                writer.writerow([k, gap, index, *outcome])
             f.flush()
             os.fsync(f.fileno())
 
@@ -171,10 +182,15 @@ class Results:
         outcomes = list(self.runs.get((k, gap), {}).values())
         out = []
         for i, policy in enumerate(self.config.policies):
-            yes = sum(1 for o in outcomes if o[i])
+            yes = sum(1 for o in outcomes if o[i][0] == "1")
             low, high = wilson(yes, len(outcomes))
             out.append((policy, len(outcomes), yes, low, high))
         return out
+
+    def violations(self, k: int, gap: float, policy: str) -> int:
+        """Runs in which ``policy`` broke a safety invariant (unsafe policies only)."""
+        i = self.config.policies.index(policy)
+        return sum(1 for o in self.runs.get((k, gap), {}).values() if o[i].endswith("x"))
 
     def widest(self, k: int, gap: float) -> float:
         return max(((high - low) / 2 for _, _, _, low, high in self.summary(k, gap)), default=1.0)
@@ -187,8 +203,8 @@ class Results:
         n = len(outcomes)
         if n == 0:
             return 0.0, 0.0, 0.0, 0
-        only_a = sum(1 for o in outcomes if o[i] and not o[j])
-        only_b = sum(1 for o in outcomes if o[j] and not o[i])
+        only_a = sum(1 for o in outcomes if o[i][0] == "1" and o[j][0] != "1")
+        only_b = sum(1 for o in outcomes if o[j][0] == "1" and o[i][0] != "1")
         diff = (only_a - only_b) / n
         se = math.sqrt(max(only_a + only_b - n * diff * diff, 0.0)) / n
         return 100 * diff, 100 * (diff - _Z * se), 100 * (diff + _Z * se), n
@@ -214,10 +230,11 @@ def run_study(
     out: Path,
     *,
     jobs: int,
-    progress: IO[str] = sys.stderr,
+    progress: IO[str] | None = None,
     pool_factory: Callable[[int], Any] | None = None,
 ) -> Results:
     """Run (or resume) the study into ``out``; returns the results."""
+    progress = progress or sys.stderr
     out.mkdir(parents=True, exist_ok=True)
     results = Results(config, out / "runs.csv")
     points = [(k, gap) for k in config.ks for gap in config.gaps]
@@ -257,12 +274,16 @@ def _split(total: int, size: int) -> list[int]:
 def write_summary(config: StudyConfig, results: Results, out: Path) -> None:
     with open(out / "availability.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["k", "gap", "policy", "runs", "with_primary", "availability_pct", "ci95_low", "ci95_high"])
+        writer.writerow(
+            ["k", "gap", "policy", "runs", "with_primary", "availability_pct", "ci95_low", "ci95_high", "unsafe_runs"]
+        )
         for k in config.ks:
             for gap in config.gaps:
                 for policy, n, yes, low, high in results.summary(k, gap):
                     pct = 100 * yes / n if n else 0.0
-                    writer.writerow([k, gap, policy, n, yes, f"{pct:.2f}", f"{100 * low:.2f}", f"{100 * high:.2f}"])
+                    unsafe = results.violations(k, gap, policy)
+                    row = [k, gap, policy, n, yes, f"{pct:.2f}", f"{100 * low:.2f}", f"{100 * high:.2f}", unsafe]
+                    writer.writerow(row)
     if "ykd" not in config.policies:
         return
     with open(out / "paired.csv", "w", newline="") as f:

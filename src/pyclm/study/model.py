@@ -32,8 +32,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..ids import View, ViewId, member
-from ..sim.checker import InvariantChecker
+from ..sim.checker import InvariantChecker, InvariantViolation
 from ..voting import FormPrimary, LosePrimary, QuorumConfig, QuorumPolicy, SendQuorum, WriteState, make_policy
+from ..voting.oracle import SessionTruth
 from .schedule import Change
 
 _CHANGE, _PROPOSE, _PROP, _ACK, _INSTALL, _QUORUM, _TIMER = range(7)
@@ -60,7 +61,12 @@ class _Process:
 
 
 class Run:
-    """One policy on one schedule.  :meth:`run` returns whether a primary exists at the end."""
+    """One policy on one schedule.  :meth:`run` returns whether a primary exists at the end.
+
+    Every formed primary goes through the simulator's invariant checker.  A violation
+    raises, unless ``tolerate_violations`` (for policies that are unsafe by design, such
+    as votequorum): then it is counted in :attr:`violations` and checking stops.
+    """
 
     def __init__(
         self,
@@ -71,6 +77,7 @@ class Run:
         *,
         settle: float,
         on_policy: Callable[[int, QuorumPolicy], None] | None = None,
+        tolerate_violations: bool = False,
     ) -> None:
         self.quorum = quorum
         self.rng = random.Random(seed)
@@ -80,7 +87,11 @@ class Run:
         self.heap: list[tuple[float, int, int, Any]] = []
         self.seq = 0
         self.epoch = 0
-        self.checker = InvariantChecker(quorum)  # a policy bug must not pass for availability
+        self.checker: InvariantChecker | None = InvariantChecker(quorum)  # a bug must not pass for availability
+        self.tolerate_violations = tolerate_violations
+        self.violations = 0
+        truth = quorum.options.get("truth")
+        self.truth = truth if isinstance(truth, SessionTruth) else None
         self.messages = 0
         self.procs: dict[int, _Process] = {}
         for p in range(1, processes + 1):
@@ -220,6 +231,8 @@ class Run:
     def _on_quorum(self, src: int, dst: int, view_id: ViewId, payload: bytes) -> None:
         proc = self.procs[dst]
         if not self._connected(src, dst):
+            if self.truth is not None and (proc.view is not None and proc.view.view_id == view_id):
+                self.truth.view_left(dst, view_id)  # nothing is retransmitted: it can form nothing here
             return
         if proc.view is not None and proc.view.view_id == view_id:
             proc.policy.receive(src, view_id, payload, self.now)
@@ -247,8 +260,14 @@ class Run:
                         self._send(_QUORUM, p, q, (view.view_id, action.payload))
             elif isinstance(action, FormPrimary):
                 proc.primary = action.number
-                if view is not None:
-                    self.checker.primary_formed(self.now, p, view, action.number)
+                if view is not None and self.checker is not None:
+                    try:
+                        self.checker.primary_formed(self.now, p, view, action.number)
+                    except InvariantViolation:
+                        if not self.tolerate_violations:
+                            raise
+                        self.violations += 1
+                        self.checker = None
             elif isinstance(action, LosePrimary):
                 proc.primary = None
             else:

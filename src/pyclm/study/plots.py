@@ -32,8 +32,8 @@ def write_plots(config: StudyConfig, results: Results, out: Path) -> list[Path]:
                 if n:
                     xs.append(gap)
                     ys.append(100 * yes / n)
-                    lo.append(100 * (yes / n - low))
-                    hi.append(100 * (high - yes / n))
+                    lo.append(max(0.0, 100 * (yes / n - low)))
+                    hi.append(max(0.0, 100 * (high - yes / n)))
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=2, label=policy)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("mean time between changes (message rounds)")

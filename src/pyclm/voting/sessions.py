@@ -176,6 +176,7 @@ class Weights:
         self._votes = dict(votes)
         self._tie_breaker = tie_breaker
         self._default = default
+        self._sessions: dict[tuple[int, ...], tuple[frozenset[int], int]] = {}
 
     def of(self, node_id: int) -> int:
         return self._votes.get(node_id, self._default)
@@ -203,10 +204,18 @@ class Weights:
         """
         if not session.members:
             return True  # every member of it was removed for good: nothing to intersect
-        members = set(session.members)
-        here = [n for n in present if n in members]
-        whole = self.total(session.members)
+        members, whole = self._session_weight(session.members)
         if whole == 0:
             return False
+        here = [n for n in present if n in members]
         part = self.total(here)
         return 2 * part > whole or (2 * part == whole and self.designated(session.members) in here)
+
+    def _session_weight(self, members: tuple[int, ...]) -> tuple[frozenset[int], int]:
+        # Sessions recur in every decision of every member: remember their sets and weights.
+        known = self._sessions.get(members)
+        if known is None:
+            if len(self._sessions) > 4096:
+                self._sessions.clear()
+            known = self._sessions[members] = (frozenset(members), self.total(members))
+        return known

@@ -123,6 +123,7 @@ class YKD(QuorumPolicy):
         self.counters: dict[str, int] = {}
         # Volatile: the current view and this node's attempt in it.
         self.view: View | None = None
+        self._members: frozenset[int] = frozenset()
         self.session: Session | None = None
         self.attempts: set[int] = set()
         self.attempted = False  # we sent an attempt in the current view
@@ -147,6 +148,7 @@ class YKD(QuorumPolicy):
 
     def view_installed(self, view: View, states: Mapping[int, bytes], now: float) -> None:
         self.view = view
+        self._members = frozenset(view.node_ids)
         self.session = None
         self.attempts = set()
         self.attempted = False
@@ -233,7 +235,7 @@ class YKD(QuorumPolicy):
         if kind != _KIND_ATTEMPT or not self.attempted or number != self.attempted_number or view is None:
             self._count("rx_dropped_other_session")
             return
-        if sender not in view:
+        if sender not in self._members:
             self._count("rx_dropped_other_session")
             return
         if flags & _PLEASE_SEND:
