@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import itertools
 import io
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ def test_a_schedule_is_a_pure_function_of_its_seed_and_each_change_splits_or_mer
 
 
 def test_the_mean_gap_is_what_was_asked() -> None:
-    gaps = []
+    gaps: list[float] = []
     for seed in range(200):
         times = [0.0] + [c.at for c in make_schedule(seed, 8, 10, 4.0, 0.0)]
         gaps.extend(b - a for a, b in itertools.pairwise(times))
