@@ -186,6 +186,7 @@ class ConnectivityMatrix:
         self._frozen: frozenset[Row] | None = None
         self._matrix: _Matrix | None = None
         self._components: tuple[Component, ...] | None = None
+        self._component_of: dict[int, Component | None] = {}  # memo, valid while _components is
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -225,6 +226,14 @@ class ConnectivityMatrix:
     def component_of(self, node_id: int) -> Component | None:
         if self._components is None:
             self._components = _components(self.snapshot())
+            self._component_of = {}
+        elif node_id in self._component_of:
+            return self._component_of[node_id]
+        self._component_of[node_id] = found = self._find_component(node_id)
+        return found
+
+    def _find_component(self, node_id: int) -> Component | None:
+        assert self._components is not None
         for component in self._components:
             if component[0].node_id > node_id:
                 break

@@ -204,6 +204,8 @@ class Membership:
         self._granted = False  # the lease: we granted the members of our view (policy.contributes)
         self._index_view: View | None = None
         self._index = 0
+        self._by_id_of: Component | None = None
+        self._by_id: dict[int, int] = {}
 
         grace = config.timing.heartbeat_interval if self._external else config.timing.suspect_timeout
         self._settle_at: float | None = now + grace
@@ -600,8 +602,7 @@ class Membership:
             echoes: tuple[int, ...] = ()
             if view is not None:
                 if self._accepted == view.view_id:
-                    component = self._component()
-                    echoes = self._lease.echoes(view.node_ids, lambda n: find(component, n) is not None)
+                    echoes = self._lease.echoes(view.node_ids, self._in_component().__contains__)  # grants
                 else:
                     echoes = (0,) * len(view.members)  # we accepted a newer view: we vouch for nobody
             lease = (self._lease.next_probe(now), echoes)
@@ -891,7 +892,7 @@ class Membership:
             return
         self._install(pending, install.states, now)
         if self._lease is not None:
-            self._lease_confirm(install.header.sender, install.view_id, 0, now)  # it installed first
+            self._lease_spoke(install.header.sender, None, now)  # it installed first
 
     def _install(self, view: View, states: tuple[tuple[int, bytes], ...], now: float) -> None:
         previous = self.view
@@ -955,7 +956,7 @@ class Membership:
         self.policy.receive(message.header.sender, message.view_id, message.payload, now)
         self._drain_policy(now)
         if self._lease is not None:
-            self._lease_confirm(message.header.sender, message.view_id, 0, now)
+            self._lease_spoke(message.header.sender, None, now)
 
     def _drain_policy(self, now: float) -> None:
         for action in self.policy.pop_actions():
@@ -1033,32 +1034,45 @@ class Membership:
         self._count("primary_lost_lease_expired")
         self._events.append(PrimaryLost(view_id=view.view_id))
 
-    def _lease_confirm(self, member: int, view_id: ViewId, echo: int, now: float) -> None:
-        assert self._lease is not None
-        if self._lease.confirm(member, view_id, echo) and self._formed is not None and self.primary_number is None:
-            self._announce(now)
+    def _lease_spoke(self, member: int, echo: int | None, now: float) -> None:
+        """``member`` sent something in our view (echoing our probe ``echo``, if a heartbeat)."""
+        lease = self._lease
+        assert lease is not None
+        if echo is None:
+            lease.note_message(member)
+        else:
+            lease.note_echo(member, echo)
+        if self._formed is not None and self.primary_number is None:
+            self._announce(now)  # we wait for confirmations: maybe this was the one
 
     def _lease_heartbeat(self, view: View, sender: int, hb: wire.Heartbeat, now: float) -> None:
-        """A heartbeat: echo a member's probe (granter); read its echo of ours (prober).
+        """A heartbeat: note its probe (to echo if we vouch for the sender) and its echo of ours.
 
-        Probes are echoed whatever view the member is in (it may not have installed ours
-        yet): the echo only says we were still in our view after it sent the probe.
+        Probes are noted whatever view the member is in (it may not have installed ours
+        yet): an echo only says we were still in our view after it sent the probe.
         """
-        assert self._lease is not None
-        component = self._component()
-        if self._accepted == view.view_id and _holds(component, sender, hb.header.incarnation) and sender in view:
-            self._lease.heard_probe(sender, hb.probe, now)
+        lease = self._lease
+        assert lease is not None
+        lease.note_probe(sender, hb.probe, now)
         if hb.view_id == view.view_id:
             echo = 0
             if len(hb.echoes) == len(view.members):
                 echo = hb.echoes[self._index_in(view)]
-            self._lease_confirm(sender, view.view_id, echo, now)
+            self._lease_spoke(sender, echo, now)
 
     def _index_in(self, view: View) -> int:
         if self._index_view is not view:
             self._index_view = view
             self._index = view.node_ids.index(self.node_id)
         return self._index
+
+    def _in_component(self) -> dict[int, int]:
+        """Our component as node id -> incarnation (cached while the component is the same object)."""
+        component = self._component()
+        if component is not self._by_id_of:
+            self._by_id_of = component
+            self._by_id = {m.node_id: m.incarnation for m in component}
+        return self._by_id
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n

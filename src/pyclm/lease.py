@@ -43,7 +43,12 @@ _REMEMBERED = 256  # probes whose send time we keep (echoes older than that are 
 
 
 class Lease:
-    """Both sides of the lease for one node; sans-IO: every method takes ``now``."""
+    """Both sides of the lease for one node; sans-IO: every method takes ``now``.
+
+    Heartbeats arrive by the thousand per second in a large view, so receiving one only
+    notes what it carries (:meth:`note_probe`, :meth:`note_echo`); the work is done when
+    a heartbeat is sent (:meth:`echoes`) and when the lease is checked (:meth:`expiry`).
+    """
 
     def __init__(
         self, duration: float, max_drift: float, now: float, *, restarted: bool, recent: tuple[int, ...] | None
@@ -54,12 +59,14 @@ class Lease:
         self.hold = duration * (1.0 + max_drift)
         # prober
         self._probe = 0
-        self._sent: deque[tuple[int, float]] = deque(maxlen=_REMEMBERED)
+        self._sent: dict[int, float] = {}  # probe -> when we sent it (the last _REMEMBERED)
+        self._order: deque[int] = deque()
         self._view: ViewId | None = None
         self._agreed_at = 0.0
-        self._confirmed: dict[int, float] = {}
+        self._echo: dict[int, int] = {}  # member -> newest echo of ours it sent in our view
+        self._spoke: set[int] = set()  # members that sent anything in our view (probe 0)
         # granter
-        self._heard: dict[int, int] = {}  # prober -> newest probe heard in our view
+        self._probes: dict[int, tuple[int, float]] = {}  # prober -> (newest probe, when it arrived)
         self._grants: dict[int, float] = {}  # prober -> when we last gave it reason to trust us
         self._restart_hold = now + self.hold if restarted else now
         self._recent = recent
@@ -68,34 +75,41 @@ class Lease:
 
     def next_probe(self, now: float) -> int:
         """The probe number for a heartbeat sent now."""
-        self._probe = self._probe % (_PROBE_MODULUS - 1) + 1
-        self._sent.append((self._probe, now))
-        return self._probe
+        self._probe = probe = self._probe % (_PROBE_MODULUS - 1) + 1
+        self._sent[probe] = now
+        self._order.append(probe)
+        if len(self._order) > _REMEMBERED:
+            self._sent.pop(self._order.popleft(), None)
+        return probe
 
     def view_installed(self, view_id: ViewId, agreed_at: float) -> None:
         """A new view: confirmations start over; ``agreed_at`` is when we first acked or proposed it."""
         self._view = view_id
         self._agreed_at = agreed_at
-        self._confirmed = {}
-        self._heard = {}
+        self._echo = {}
+        self._spoke = set()
 
-    def confirm(self, member: int, view_id: ViewId | None, echo: int) -> bool:
-        """``member`` sent a message in ``view_id`` echoing our probe ``echo`` (0: none).
-
-        Returns whether that moved its confirmation forward.
-        """
-        if view_id != self._view or view_id is None:
-            return False
-        at = self._agreed_at
+    def note_echo(self, member: int, echo: int) -> None:
+        """``member`` sent a heartbeat in our view echoing our probe ``echo`` (0: none)."""
         if echo:
-            for probe, sent in reversed(self._sent):
-                if probe == echo:
-                    at = max(at, sent)
-                    break
-        if at > self._confirmed.get(member, -1.0):
-            self._confirmed[member] = at
-            return True
-        return False
+            self._echo[member] = echo
+        self._spoke.add(member)
+
+    def note_message(self, member: int) -> None:
+        """``member`` sent something in our view: it installed it after our acknowledgement."""
+        self._spoke.add(member)
+
+    def confirmed(self, member: int) -> float | None:
+        """The send time of our newest probe ``member`` confirmed in our view (None: nothing yet)."""
+        if member not in self._spoke:
+            return None
+        at = self._agreed_at
+        echo = self._echo.get(member)
+        if echo is not None:
+            sent = self._sent.get(echo)
+            if sent is not None and sent > at:
+                at = sent
+        return at
 
     def expiry(self, me: int, members: Iterable[int], confirms: Callable[[list[int]], bool]) -> float | None:
         """When acting as primary must stop, from the confirmations so far (None: not confirmed).
@@ -103,8 +117,11 @@ class Lease:
         The members are taken newest confirmation first until they are enough; the lease
         lasts ``duration`` from the oldest confirmation among those.
         """
-        confirmed = self._confirmed
-        ranked = sorted(((confirmed[m], m) for m in members if m in confirmed and m != me), reverse=True)
+        ranked = []
+        for m in members:
+            if m != me and (at := self.confirmed(m)) is not None:
+                ranked.append((at, m))
+        ranked.sort(reverse=True)
         chosen = [me]
         if confirms(chosen):
             return float("inf")
@@ -116,20 +133,32 @@ class Lease:
 
     # ------------------------------------------------------------------ granter
 
-    def heard_probe(self, prober: int, probe: int, now: float) -> None:
-        """A probe from ``prober``, in our view and component: we will echo it (a grant)."""
+    def note_probe(self, prober: int, probe: int, now: float) -> None:
+        """A heartbeat from ``prober`` carrying ``probe``: the one to echo if we vouch for it."""
         if probe:
-            self._heard[prober] = probe
-            self._grants[prober] = now
+            self._probes[prober] = (probe, now)
 
-    def echoes(self, members: Iterable[int], echoing: Callable[[int], bool]) -> tuple[int, ...]:
-        """The echo vector for our view's ``members``: 0 for members we no longer vouch for."""
-        heard = self._heard
-        return tuple(heard.get(m, 0) if echoing(m) else 0 for m in members)
+    def echoes(self, members: Iterable[int], vouching: Callable[[int], bool]) -> tuple[int, ...]:
+        """The echo vector for our view's ``members`` (0 for those we do not vouch for).
+
+        Echoing a probe grants its prober until the probe's arrival plus ``hold``.
+        """
+        probes, grants = self._probes, self._grants
+        out = []
+        for m in members:
+            heard = probes.get(m)
+            if heard is None or not vouching(m):
+                out.append(0)
+                continue
+            probe, arrived = heard
+            if grants.get(m, -1.0) < arrived:
+                grants[m] = arrived
+            out.append(probe)
+        return tuple(out)
 
     def release(self, prober: int) -> None:
         """``prober``'s life ended (it left gracefully, or it restarted): it acts as nobody's primary."""
-        self._heard.pop(prober, None)
+        self._probes.pop(prober, None)
         self._grants.pop(prober, None)
 
     def granted_view(self, members: Iterable[int], now: float) -> None:
