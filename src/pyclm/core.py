@@ -281,6 +281,13 @@ class Membership:
                 deadline = other
         return deadline
 
+    def all_counters(self) -> dict[str, int]:
+        """:attr:`counters` and the quorum policy's, prefixed ``quorum_``."""
+        out = dict(self.counters)
+        for key, value in self.policy.counters.items():
+            out["quorum_" + key] = value
+        return out
+
     @property
     def is_primary(self) -> bool:
         return self.primary_number is not None

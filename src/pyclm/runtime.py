@@ -247,8 +247,9 @@ class Node:
 
     @property
     def counters(self) -> dict[str, int]:
-        """The core's counters, plus ``rx_dropped_inbox_full`` (datagrams the owner task could not keep up with)."""
-        out = dict(self._core.counters) if self._core is not None else {}
+        """The core's counters (its policy's prefixed ``quorum_``), plus ``rx_dropped_inbox_full``
+        (datagrams the owner task could not keep up with)."""
+        out = self._core.all_counters() if self._core is not None else {}
         if self._dropped_inbox_full:
             out["rx_dropped_inbox_full"] = self._dropped_inbox_full
         return out

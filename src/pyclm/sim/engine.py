@@ -175,7 +175,7 @@ class Simulator:
         counters: dict[str, int] = {}
         for node in self.nodes.values():
             if node.core is not None:
-                for key, value in node.core.counters.items():
+                for key, value in node.core.all_counters().items():
                     counters[key] = counters.get(key, 0) + value
         return SimulationResult(self.records, violation, self.nodes, self.deliveries, counters)
 

@@ -61,7 +61,14 @@ def describe(record: Record) -> str:
         return f"== loss {record['loss']:.0%}"
     if kind == "heal":
         return "== heal: every link up"
-    return f"== {kind} {_members(record['nodes'])}"
+    if kind == "remove":
+        return f"== remove {_members(record['nodes'])} declared by node {record['by']} ({record['reason']})"
+    extra = ""
+    if record.get("during_write"):
+        extra += " during a write"
+    if record.get("lose_state"):
+        extra += f", losing {record['lose_state']} state"
+    return f"== {kind} {_members(record['nodes'])}{extra}"
 
 
 def timeline_line(record: Record) -> str:

@@ -144,6 +144,9 @@ class QuorumPolicy(abc.ABC):
         self.config = config
         self.node_id = node_id
         self.actions: list[PolicyAction] = []
+        #: What the policy counts (dropped messages, abandoned sessions...); the core
+        #: reports them with its own counters, prefixed ``quorum_``.
+        self.counters: dict[str, int] = {}
 
     def ack_state(self) -> bytes:
         """The state this member carries on its acknowledgement of a proposal."""

@@ -120,7 +120,6 @@ class YKD(QuorumPolicy):
             # Durable from the start, so that a missing record later means a lost one.
             self.actions.append(WriteState(state.encode()))
         self.state = state
-        self.counters: dict[str, int] = {}
         # Volatile: the current view and this node's attempt in it.
         self.view: View | None = None
         self._members: frozenset[int] = frozenset()
