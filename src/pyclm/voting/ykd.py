@@ -160,7 +160,11 @@ class YKD(QuorumPolicy):
             return
         counted = [r.session_number for r in reports.values() if not r.amnesiac]
         session = Session(max(counted) + 1, view.node_ids)
-        attempted = attrs.evolve(self.state, session_number=session.number, ambiguous=(*self.state.ambiguous, session))
+        attempted = attrs.evolve(
+            self.state,
+            session_number=max(self.state.session_number, session.number),  # never goes back
+            ambiguous=(*self.state.ambiguous, session),
+        )
         if len(attempted.encode()) > MAX_STATE:
             # Never attempt what we could not report: not attempting is always safe.
             self._count("attempt_skipped_state_full")
