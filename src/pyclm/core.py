@@ -198,6 +198,7 @@ class Membership:
         self._formed: tuple[View, int] | None = None  # formed by the policy, not yet announced
         self._formed_log: list[tuple[int, View]] = []
         self._lease_at: float | None = None  # announced: check the lease then
+        self._announce_retry_at = now
         self._deferred: tuple[_Peer, wire.Propose] | None = None  # a proposal the lease holds back
         self._hold_at: float | None = None
         self._early: list[wire.QuorumMessage] = []  # quorum messages for the view we accepted
@@ -1000,6 +1001,8 @@ class Membership:
             return
         view, number = formed
         if self._lease is not None:
+            if not self.policy.confirms(view, self._lease.fresh(self.node_id, view.node_ids, now)):
+                return  # not confirmed yet (cheap check): the next message in the view tries again
             expiry = self._lease_expiry(view)
             if expiry is None or expiry <= now:
                 return  # not confirmed yet: the next echo tries again
@@ -1045,12 +1048,13 @@ class Membership:
         """``member`` sent something in our view (echoing our probe ``echo``, if a heartbeat)."""
         lease = self._lease
         assert lease is not None
-        if echo is None:
-            lease.note_message(member)
-        else:
-            lease.note_echo(member, echo)
-        if self._formed is not None and self.primary_number is None:
-            self._announce(now)  # we wait for confirmations: maybe this was the one
+        first = lease.note_message(member) if echo is None else lease.note_echo(member, echo)
+        # While we wait for confirmations, try again on a member's first word in the view,
+        # else a few times per heartbeat interval (every try is linear in the view).
+        waiting = self._formed is not None and self.primary_number is None
+        if waiting and (first or now >= self._announce_retry_at):
+            self._announce_retry_at = now + self._timing.heartbeat_interval / 8
+            self._announce(now)
 
     def _lease_heartbeat(self, view: View, sender: int, hb: wire.Heartbeat, now: float) -> None:
         """A heartbeat: note its probe (to echo if we vouch for the sender) and its echo of ours.

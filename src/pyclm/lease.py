@@ -89,15 +89,24 @@ class Lease:
         self._echo = {}
         self._spoke = set()
 
-    def note_echo(self, member: int, echo: int) -> None:
-        """``member`` sent a heartbeat in our view echoing our probe ``echo`` (0: none)."""
+    def note_echo(self, member: int, echo: int) -> bool:
+        """``member`` sent a heartbeat in our view echoing our probe ``echo`` (0: none).
+
+        Returns whether it is the member's first word in the view.
+        """
         if echo:
             self._echo[member] = echo
-        self._spoke.add(member)
+        return self.note_message(member)
 
-    def note_message(self, member: int) -> None:
-        """``member`` sent something in our view: it installed it after our acknowledgement."""
+    def note_message(self, member: int) -> bool:
+        """``member`` sent something in our view: it installed it after our acknowledgement.
+
+        Returns whether it is the member's first word in the view.
+        """
+        if member in self._spoke:
+            return False
         self._spoke.add(member)
+        return True
 
     def confirmed(self, member: int) -> float | None:
         """The send time of our newest probe ``member`` confirmed in our view (None: nothing yet)."""
@@ -122,14 +131,29 @@ class Lease:
             if m != me and (at := self.confirmed(m)) is not None:
                 ranked.append((at, m))
         ranked.sort(reverse=True)
-        chosen = [me]
-        if confirms(chosen):
+        chosen = [me] + [m for _, m in ranked]
+        if confirms(chosen[:1]):
             return float("inf")
-        for at, member in ranked:
-            chosen.append(member)
-            if confirms(chosen):
-                return at + self.duration
-        return None
+        if not confirms(chosen):
+            return None
+        # ``confirms`` is monotone: the shortest enough prefix, by bisection.
+        low, high = 1, len(chosen)  # confirms(chosen[:low]) is false, confirms(chosen[:high]) true
+        while high - low > 1:
+            mid = (low + high) // 2
+            if confirms(chosen[:mid]):
+                high = mid
+            else:
+                low = mid
+        return ranked[high - 2][0] + self.duration
+
+    def fresh(self, me: int, members: Iterable[int], now: float) -> list[int]:
+        """``me`` and the members confirmed within the last ``duration``: a cheap first check."""
+        limit = now - self.duration
+        out = [me]
+        for m in members:
+            if m != me and (at := self.confirmed(m)) is not None and at > limit:
+                out.append(m)
+        return out
 
     # ------------------------------------------------------------------ granter
 

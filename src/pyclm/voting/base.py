@@ -55,8 +55,10 @@ class QuorumConfig:
     tie_breaker: str | int = "lowest"
     #: Policy-specific settings (documented with each policy).
     options: dict[str, Any] = attrs.field(factory=dict)
+    _total: int = attrs.field(init=False, eq=False, repr=False, default=0)
 
     def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_total", sum((self.votes or {}).values()))
         if not isinstance(self.policy, str) or self.policy not in POLICIES:
             known = ", ".join(sorted(POLICIES))
             raise ConfigError("quorum.policy", f"unknown policy {self.policy!r} (known: {known})")
@@ -75,7 +77,7 @@ class QuorumConfig:
 
     @property
     def total_votes(self) -> int:
-        return sum((self.votes or {}).values())
+        return self._total
 
     def votes_of(self, node_ids: list[int] | tuple[int, ...]) -> int:
         votes = self.votes or {}
