@@ -28,13 +28,15 @@ def measure(policy: str, loss: float, nodes: int, seconds: float, seed: int) -> 
     since: dict[int, float] = {}
     start = min((r["t"] for r in records if r["event"] == "primary"), default=seconds)
     for r in records:
-        node = r.get("node")
+        if "node" not in r:
+            continue
+        node: int = r["node"]
         if r["event"] == "primary" and node not in since:
             since[node] = r["t"]
         elif r["event"] in ("primary_lost", "view") and node in since:
             acting[node] = acting.get(node, 0.0) + r["t"] - since.pop(node)
-    for node, t in since.items():
-        acting[node] = acting.get(node, 0.0) + seconds - t
+    for n, t in since.items():
+        acting[n] = acting.get(n, 0.0) + seconds - t
     share = sum(acting.values()) / (nodes * max(seconds - start, 1e-9))
     return lost, share
 
