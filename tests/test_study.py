@@ -198,3 +198,18 @@ def test_the_cli_runs_a_small_study(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "pyclm study: point 9/9" in captured.err
     code = main(["study", "availability", "--policies", "ykd,nope", "--out", str(out)])
     assert code == 2 and capsys.readouterr().err.startswith("pyclm: --policies: ")
+
+
+def test_runs_start_from_the_steady_state_the_cold_start_reaches() -> None:
+    from pyclm.study.model import steady_state
+
+    config = small(processes=8)
+    for policy in config.policies:
+        steady = steady_state(config.quorum(policy), 8, start=config.start, settle=config.settle)
+        assert sorted(steady) == list(range(1, 9))
+        # From there, with nothing changing, nothing happens: no view, no primary.
+        run = Run(config.quorum(policy), 8, [], 1, settle=5.0, initial=steady)
+        assert not run.run(config.start) and run.messages == 0
+    ykd = steady_state(small(processes=8).quorum("ykd"), 8, start=20.0, settle=40.0)
+    schedule = make_schedule(3, 8, 1, 2.0, 20.0)
+    assert Run(small(processes=8).quorum("ykd"), 8, schedule, 3, settle=40.0, initial=ykd).run(20.0)

@@ -31,7 +31,7 @@ import attrs
 from ..errors import ConfigError
 from ..voting import POLICIES, QuorumConfig
 from ..voting.oracle import SessionTruth
-from .model import Run
+from .model import Run, steady_state
 from .schedule import make_schedule
 
 DEFAULT_POLICIES = ("majority", "votequorum", "one-pending", "mr1p", "dfls", "ykd", "oracle")
@@ -98,6 +98,8 @@ def run_seed(config: StudyConfig, k: int, gap: float, index: int) -> int:
 
 #: Policies unsafe by design: their safety violations are counted, not raised.
 UNSAFE = frozenset({"votequorum"})
+#: Each worker computes the steady state (after the cold start) once per policy.
+_STEADY: dict[tuple[str, int, float], dict[int, bytes | None]] = {}
 
 
 def one_schedule(config: StudyConfig, k: int, gap: float, index: int) -> tuple[str, ...]:
@@ -108,8 +110,17 @@ def one_schedule(config: StudyConfig, k: int, gap: float, index: int) -> tuple[s
     settle = config.settle + (config.lms_window if "votequorum" in config.policies else 0.0)
     out = []
     for policy in config.policies:
+        key = (policy, config.processes, config.start)
+        if key not in _STEADY:
+            _STEADY[key] = steady_state(config.quorum(policy), config.processes, start=config.start, settle=settle)
         run = Run(
-            config.quorum(policy), config.processes, schedule, seed, settle=settle, tolerate_violations=policy in UNSAFE
+            config.quorum(policy),
+            config.processes,
+            schedule,
+            seed,
+            settle=settle,
+            tolerate_violations=policy in UNSAFE,
+            initial=_STEADY[key],
         )
         outcome = "1" if run.run(config.start) else "0"
         out.append(outcome + ("x" if run.violations else ""))

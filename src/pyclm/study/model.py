@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..ids import View, ViewId, member
@@ -46,7 +46,7 @@ def _delay(rng: random.Random) -> float:
 
 
 class _Process:
-    __slots__ = ("accepted", "acks", "early", "pending", "policy", "primary", "proposing", "timer", "view")
+    __slots__ = ("accepted", "acks", "early", "pending", "policy", "primary", "proposing", "stored", "timer", "view")
 
     def __init__(self, policy: QuorumPolicy) -> None:
         self.policy = policy
@@ -58,6 +58,7 @@ class _Process:
         self.early: list[tuple[int, bytes]] = []
         self.primary: int | None = None  # primary number of the installed view, if formed here
         self.timer: float | None = None
+        self.stored: bytes | None = None  # the policy's newest record
 
 
 class Run:
@@ -78,8 +79,12 @@ class Run:
         settle: float,
         on_policy: Callable[[int, QuorumPolicy], None] | None = None,
         tolerate_violations: bool = False,
+        initial: Mapping[int, bytes | None] | None = None,
     ) -> None:
+        """``initial``: each process's stored record to start from (see :func:`steady_state`);
+        None: a cold start, everybody new."""
         self.quorum = quorum
+        self.initial = initial
         self.rng = random.Random(seed)
         self.schedule = schedule
         self.settle = settle
@@ -95,11 +100,15 @@ class Run:
         self.messages = 0
         self.procs: dict[int, _Process] = {}
         for p in range(1, processes + 1):
-            policy = make_policy(quorum, p, None, retry_interval=_NEVER)
+            stored = initial.get(p) if initial is not None else None
+            policy = make_policy(quorum, p, stored, history=initial is not None, retry_interval=_NEVER)
             if on_policy is not None:
                 on_policy(p, policy)
-            policy.pop_actions()  # its initial record: no crashes here, so nothing to keep
-            self.procs[p] = _Process(policy)
+            proc = self.procs[p] = _Process(policy)
+            proc.stored = stored
+            for action in policy.pop_actions():  # its initial record, if it had none
+                if isinstance(action, WriteState):
+                    proc.stored = action.data
         self.label = dict.fromkeys(self.procs, 0)  # component label per process
         self.labels = 0
 
@@ -110,8 +119,13 @@ class Run:
         heapq.heappush(self.heap, (t, self.seq, kind, data))
 
     def run(self, start: float) -> bool:
-        """Connect everybody at 0, apply the schedule, settle; a primary at the end?"""
-        self._connect([tuple(self.procs)], 0.0)
+        """Connect everybody at 0, apply the schedule, settle; a primary at the end?
+
+        From a steady state (``initial``) everybody is connected already and the first
+        primary has formed, so nothing happens before the first change.
+        """
+        if self.initial is None:
+            self._connect([tuple(self.procs)], 0.0)
         for i, _change in enumerate(self.schedule):
             self._push(_change.at, _CHANGE, i)
         end = (self.schedule[-1].at if self.schedule else start) + self.settle
@@ -272,7 +286,20 @@ class Run:
                 proc.primary = None
             else:
                 assert isinstance(action, WriteState)
+                proc.stored = action.data
         deadline = proc.policy.get_timer()
         if deadline is not None and deadline < _NEVER / 2 and deadline != proc.timer:
             proc.timer = deadline
             self._push(deadline, _TIMER, (p, deadline))
+
+
+def steady_state(quorum: QuorumConfig, processes: int, *, start: float, settle: float) -> dict[int, bytes | None]:
+    """Every process's stored record once all are connected and the first primary formed.
+
+    Runs the cold start through the model once; runs that start from it skip the cold
+    start (thousands of messages that end the same way every time).
+    """
+    run = Run(quorum, processes, [], 0, settle=settle)
+    if not run.run(start):
+        raise AssertionError(f"policy {quorum.policy!r} formed no primary at cold start with {processes} processes")
+    return {p: proc.stored for p, proc in run.procs.items()}
