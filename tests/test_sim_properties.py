@@ -34,14 +34,18 @@ def make_simulator(
     connectivity: str,
     seed: int,
     network: NetworkConditions = NETWORK,
+    *,
+    policy: str = "majority",
+    initial: tuple[int, ...] = INITIAL,
 ) -> Simulator:
-    """A running 5-node majority cluster (ids 1..5) with no scripted events: tests drive it."""
+    """A running cluster (default: 5 nodes, ids 1..5, static majority) with no scripted
+    events: tests drive it."""
     scenario = Scenario(
-        nodes=INITIAL,
+        nodes=initial,
         seed=seed,
         duration=1e6,
         connectivity=connectivity,
-        quorum=QuorumConfig(policy="majority").with_default_votes(list(INITIAL)),
+        quorum=QuorumConfig(policy=policy).with_default_votes(list(initial)),
         timing=TIMING,
         network=network,
     )
@@ -66,6 +70,8 @@ def check_settled(sim: Simulator) -> None:
 
 class ClusterMachine(RuleBasedStateMachine):
     connectivity = "heartbeat"
+    policy = "majority"
+    initial: tuple[int, ...] = INITIAL
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,12 +94,15 @@ class ClusterMachine(RuleBasedStateMachine):
     @rule(seed=st.integers(0, 2**32 - 1))
     @precondition(lambda self: self.sim is None)
     def boot(self, seed: int) -> None:
-        self.sim = make_simulator(self.connectivity, seed)
+        self.sim = make_simulator(self.connectivity, seed, policy=self.policy, initial=self.initial)
         self._advance(1.0)
 
     @rule(data=st.data())
     @precondition(lambda self: self.sim is not None)
     def partition(self, data: st.DataObject) -> None:
+        self._partition(data)
+
+    def _partition(self, data: st.DataObject) -> None:
         known = sorted(self.s.nodes)
         labels = data.draw(st.lists(st.integers(0, 2), min_size=len(known), max_size=len(known)))
         groups = [[n for n, label in zip(known, labels, strict=True) if label == g] for g in range(3)]

@@ -1,9 +1,9 @@
 """Hypothesis stateful tests of YKD over the simulator: safety on every event, liveness when quiet.
 
-Like ``test_sim_properties`` (whose network and timing it reuses), but with
-``quorum.policy = "ykd"`` and the failures dynamic voting must survive: partitions,
-crashes that keep storage, crashes that lose the quorum record (the node comes back
-amnesiac), graceful leaves, joins of departed nodes and newcomers, message loss - and
+``test_sim_properties.ClusterMachine`` with ``quorum.policy = "ykd"``: its rules
+(partitions, one-way links, crashes that keep storage, graceful leaves, joins of
+departed nodes and newcomers, message loss) plus the failures dynamic voting must
+survive: crashes that lose the quorum record (the node comes back amnesiac), and
 ``strike_mid_round``, which waits for a view to be installed and strikes within a few
 milliseconds, while its attempts are in flight (a view change between attempts, a lossy
 round).  The simulator's checker raises inside ``run`` on the first broken invariant
@@ -40,33 +40,15 @@ import os
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
-from pyclm.sim import Scenario, ScenarioEvent, Simulator
-from pyclm.voting import YKD, QuorumConfig
-from test_sim_properties import NETWORK, TIMING
+from pyclm.sim import Simulator
+from pyclm.voting import YKD
+from test_sim_properties import ClusterMachine
 
 NIGHTLY = os.environ.get("PYCLM_NIGHTLY") == "1"
-INITIAL = (1, 2, 3, 4, 5)
-NEWCOMERS = (6, 7)
 #: Detection (0.5 s), a restarted node's lease hold (0.4 s), agreement and a few retries.
 QUIET = 3.0
-
-
-def make_simulator(connectivity: str, seed: int, initial: tuple[int, ...] = INITIAL) -> Simulator:
-    """A running YKD cluster (default ids 1..5) with no scripted events: the rules drive it."""
-    scenario = Scenario(
-        nodes=initial,
-        seed=seed,
-        duration=1e6,
-        connectivity=connectivity,
-        quorum=QuorumConfig(policy="ykd").with_default_votes(list(initial)),
-        timing=TIMING,
-        network=NETWORK,
-    )
-    sim = Simulator(scenario)
-    sim.start()
-    return sim
 
 
 def policy_of(sim: Simulator, node: int) -> YKD:
@@ -107,44 +89,11 @@ def check_settled(sim: Simulator) -> None:
         assert all(p is not None for p in primary.values()), f"no primary: {primary}; voting states {states}"
 
 
-class YKDClusterMachine(RuleBasedStateMachine):
-    connectivity = "heartbeat"
-    initial: tuple[int, ...] = INITIAL
+class YKDClusterMachine(ClusterMachine):
+    """The simulator's machine (every rule of ``ClusterMachine``) with YKD, plus crashes
+    that lose the voting record, strikes in the middle of a round, and YKD's liveness."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.sim: Simulator | None = None
-        self.crashed: set[int] = set()
-        self.departed: set[int] = set()
-
-    @property
-    def s(self) -> Simulator:
-        assert self.sim is not None
-        return self.sim
-
-    def _apply(self, action: str, **fields: object) -> None:
-        self.s.apply(ScenarioEvent(at=self.s.now, action=action, **fields))  # type: ignore[arg-type]
-
-    def _advance(self, dt: float) -> None:
-        result = self.s.run(until=self.s.now + dt)
-        assert result.violation is None, str(result.violation)
-
-    @rule(seed=st.integers(0, 2**32 - 1))
-    @precondition(lambda self: self.sim is None)
-    def boot(self, seed: int) -> None:
-        self.sim = make_simulator(self.connectivity, seed, self.initial)
-        self._advance(1.0)
-
-    def _partition(self, data: st.DataObject) -> None:
-        known = sorted(self.s.nodes)
-        labels = data.draw(st.lists(st.integers(0, 2), min_size=len(known), max_size=len(known)))
-        groups = [[n for n, label in zip(known, labels, strict=True) if label == g] for g in range(3)]
-        self._apply("partition", groups=tuple(tuple(g) for g in groups if g))
-
-    @rule(data=st.data())
-    @precondition(lambda self: self.sim is not None)
-    def partition(self, data: st.DataObject) -> None:
-        self._partition(data)
+    policy = "ykd"
 
     def _until_a_view_is_installed(self, limit: float) -> None:
         seen = len(self.s.records)
@@ -184,18 +133,6 @@ class YKDClusterMachine(RuleBasedStateMachine):
             self._advance(data.draw(st.floats(0.001, 0.005)))
         self._partition(data)
 
-    @rule()
-    @precondition(lambda self: self.sim is not None)
-    def heal(self) -> None:
-        self._apply("heal")
-
-    @rule(data=st.data())
-    @precondition(lambda self: self.sim is not None and len(self.s.running()) > 0)
-    def crash(self, data: st.DataObject) -> None:
-        node = data.draw(st.sampled_from(self.s.running()))
-        self._apply("crash", nodes=(node,))
-        self.crashed.add(node)
-
     @rule(data=st.data())
     @precondition(lambda self: self.sim is not None and len(self.s.running()) > 0)
     def crash_losing_quorum_state(self, data: st.DataObject) -> None:
@@ -204,38 +141,6 @@ class YKDClusterMachine(RuleBasedStateMachine):
         self._apply("crash", nodes=(node,))
         self.s.nodes[node].storage.records["quorum"] = b""
         self.crashed.add(node)
-
-    @rule(data=st.data())
-    @precondition(lambda self: self.sim is not None and bool(self.crashed))
-    def recover(self, data: st.DataObject) -> None:
-        node = data.draw(st.sampled_from(sorted(self.crashed)))
-        self._apply("recover", nodes=(node,))
-        self.crashed.discard(node)
-
-    @rule(data=st.data())
-    @precondition(lambda self: self.sim is not None and len(self.s.running()) > 0)
-    def leave(self, data: st.DataObject) -> None:
-        node = data.draw(st.sampled_from(self.s.running()))
-        self._apply("leave", nodes=(node,))
-        self.departed.add(node)
-
-    @rule(data=st.data())
-    @precondition(lambda self: self.sim is not None and bool(self.departed | (set(NEWCOMERS) - set(self.s.nodes))))
-    def join(self, data: st.DataObject) -> None:
-        candidates = sorted(self.departed | (set(NEWCOMERS) - set(self.s.nodes)))
-        node = data.draw(st.sampled_from(candidates))
-        self._apply("join", nodes=(node,))
-        self.departed.discard(node)
-
-    @rule(loss=st.sampled_from([0.0, 0.05, 0.2, 0.5]))
-    @precondition(lambda self: self.sim is not None)
-    def set_loss(self, loss: float) -> None:
-        self._apply("loss", loss=loss)
-
-    @rule(dt=st.floats(0.001, 1.5))
-    @precondition(lambda self: self.sim is not None)
-    def advance(self, dt: float) -> None:
-        self._advance(dt)
 
     @rule()
     @precondition(lambda self: self.sim is not None)
@@ -253,10 +158,6 @@ class YKDClusterMachine(RuleBasedStateMachine):
     def lease_is_checked(self) -> None:
         if self.sim is not None:
             assert self.s.checker is not None and self.s.checker.lease  # (e) is checked on every event
-
-    def teardown(self) -> None:
-        if self.sim is not None:
-            self.settle()
 
 
 class OracleYKDClusterMachine(YKDClusterMachine):
