@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..ids import View, ViewId, member
@@ -77,7 +77,6 @@ class Run:
         seed: int,
         *,
         settle: float,
-        on_policy: Callable[[int, QuorumPolicy], None] | None = None,
         tolerate_violations: bool = False,
         initial: Mapping[int, bytes | None] | None = None,
     ) -> None:
@@ -102,8 +101,6 @@ class Run:
         for p in range(1, processes + 1):
             stored = initial.get(p) if initial is not None else None
             policy = make_policy(quorum, p, stored, history=initial is not None, retry_interval=_NEVER)
-            if on_policy is not None:
-                on_policy(p, policy)
             proc = self.procs[p] = _Process(policy)
             proc.stored = stored
             for action in policy.pop_actions():  # its initial record, if it had none
@@ -148,9 +145,6 @@ class Run:
             else:
                 self._on_timer(*data)
         return any(p.primary is not None for p in self.procs.values())
-
-    def primary_at(self) -> list[int]:
-        return [n for n, p in self.procs.items() if p.primary is not None]
 
     # ------------------------------------------------------------------ connectivity
 
