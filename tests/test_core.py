@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from pyclm.errors import UsageError
 from pyclm.events import Event, PrimaryFormed, Stopped, ViewInstalled
 from pyclm.ids import Member, View, ViewId
 from pyclm.storage import MembershipRecord, MemoryStorage, StorageWrite
-from pyclm.voting import QuorumConfig
+from pyclm.voting import FormPrimary, QuorumConfig, QuorumPolicy, register_policy
 
 TIMING = TimingConfig(heartbeat_interval=0.1, suspect_timeout=0.5, settle_delay=0.005)
 WALL = 1_767_225_600 * 10**9  # the wall clock (ns) of the first start in these tests
@@ -66,7 +67,9 @@ class FakeLink:
         #: (node, what the datagram claims, what storage held when it was sent), for the durability test.
         self.sent_against_storage: list[tuple[int, tuple[int, int], MembershipRecord | None]] = []
 
-    def start(self, node_id: int, *, wall: int = WALL, external: bool = False) -> Membership:
+    def start(
+        self, node_id: int, *, wall: int = WALL, external: bool = False, quorum: QuorumConfig = QUORUM
+    ) -> Membership:
         storage = self.storage.setdefault(node_id, MemoryStorage())
         core = Membership(
             MembershipConfig(
@@ -74,7 +77,7 @@ class FakeLink:
                 timing=TIMING,
                 connectivity=ConnectivitySource.EXTERNAL if external else ConnectivitySource.HEARTBEAT,
             ),
-            QUORUM,
+            quorum,
             stored=storage.load(),
             wall_clock_ns=wall,
             now=self.now,
@@ -649,6 +652,62 @@ def test_set_reachable_in_external_mode() -> None:
     link.run_until(6.0)
     alone = link.view_of(1)
     assert alone is not None and alone.node_ids == (1,)
+
+
+@register_policy
+class BareMajority(QuorumPolicy):
+    """A third-party policy as written from the docs' minimum: it forms primary in a
+    majority view and overrides nothing else, ``contributes`` included."""
+
+    name = "test_bare_majority"
+
+    def view_installed(self, view: View, states: Mapping[int, bytes], now: float) -> None:
+        if 2 * self.config.votes_of(view.node_ids) > self.config.total_votes:
+            self.actions.append(FormPrimary(view.view_id.epoch))
+
+
+@pytest.mark.parametrize("joins_at", [1.007, 1.025, 1.05, 1.075])
+def test_a_policy_that_does_not_say_whether_it_contributes_is_lease_protected(joins_at: float) -> None:
+    # 2 and 3 form {2,3}; 1 joins, and {1,2,3} (coordinator 1) is installed.  1 acts as
+    # primary once 2 and 3 speak in the view: their word confirms it from the time the
+    # view was agreed, later than the arrival of the probe of 1 they last echoed.  That
+    # is safe only if installing the view granted 1 a lease at 2 and 3.  Right then 1 is
+    # cut off, and 2 and 3 learn it at once.  Before they can form {2,3}, 1 must have
+    # stopped acting as primary.  (With a default of False, 1 acts on until its own
+    # lease runs out, after 2 and 3 formed #3, at each of these join times.)
+    quorum = QuorumConfig(policy="test_bare_majority", votes={1: 1, 2: 1, 3: 1})
+    link = FakeLink()
+    two = link.start(2, quorum=quorum)
+    three = link.start(3, quorum=quorum)
+    link.run_until(joins_at)
+    assert two.is_primary and three.is_primary
+    one = link.start(1, quorum=quorum)
+    step = 0.001
+    for _ in range(1000):
+        link.run_until(link.now + step)
+        if one.is_primary:
+            break
+    assert one.is_primary and one.view is not None and one.view.node_ids == (1, 2, 3)
+    lost_at = None
+    link.cut(1, 2)
+    link.cut(1, 3)
+    for a, b in ((2, 1), (3, 1)):  # 1 only notices by silence
+        link.cores[a].set_reachable(b, False, link.now)
+        link.pump(a)
+    for _ in range(2000):
+        link.run_until(link.now + step)
+        if lost_at is None and not one.is_primary:
+            lost_at = link.now
+        if one.is_primary:
+            # Two numbers acting at once is what the lease exists to prevent.
+            for other in (two, three):
+                assert other.primary_number in (None, one.primary_number), link.now
+        if two.is_primary and three.is_primary and two.view is not None and two.view.node_ids == (2, 3):
+            break
+    assert two.is_primary and three.is_primary
+    assert lost_at is not None
+    held = two.counters.get("proposal_held_by_lease", 0) + three.counters.get("ack_held_by_lease", 0)
+    assert held > 0
 
 
 def test_set_reachable_before_the_node_was_heard() -> None:

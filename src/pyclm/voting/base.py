@@ -176,8 +176,11 @@ class QuorumPolicy(abc.ABC):
 
         The primary lease (:mod:`pyclm.lease`) then holds this node back from helping a
         view without some member of this one until the lease of that member has run out.
+        The default, True, is the safe answer for a policy that does not know: it can only
+        delay a view change out of a view that was never primary.  Override it to say
+        False when the policy is sure this node enabled nothing (no attempt, no quorum).
         """
-        return False
+        return True
 
     def confirms(self, view: View, node_ids: list[int]) -> bool:
         """Whether ``node_ids`` hearing this node is enough to keep acting as primary of ``view``.
