@@ -304,7 +304,7 @@ def test_two_cores_agree_on_a_view() -> None:
     assert view.view_id == ViewId(1, 1)
     for node_id in (1, 2):
         assert link.cores[node_id].trusted() == [3 - node_id]
-        assert PrimaryFormed(view=view, number=1) in link.events[node_id]
+        assert PrimaryFormed(view=view, number=1, initial=(1, 1)) in link.events[node_id]
         assert link.cores[node_id].is_primary
     # every node's accepted epoch is durable
     for node_id in (1, 2):
@@ -477,8 +477,8 @@ def test_coordinator_retries_above_a_nack() -> None:
 GARBAGE = [
     (b"", "rx_dropped_truncated"),
     (b"\x00" * 40, "rx_dropped_bad_magic"),
-    (b"\xc1\x4d\x02" + b"\x00" * 13, "rx_dropped_bad_version"),
-    (b"\xc1\x4d\x01\x63" + b"\x00" * 12, "rx_dropped_bad_type"),
+    (b"\xc1\x4d\x01" + b"\x00" * 13, "rx_dropped_bad_version"),  # a version-1 node
+    (b"\xc1\x4d\x02\x63" + b"\x00" * 12, "rx_dropped_bad_type"),
     (wire.encode_leave(5, 1) + b"!", "rx_dropped_trailing_bytes"),
 ]
 
@@ -521,7 +521,7 @@ def hostile(draw: st.DrawFn) -> bytes:
     inc = draw(st.integers(0, 3))
     view_id = ViewId(draw(st.integers(1, 4)), draw(st.integers(1, 4)))
     members = tuple(sorted({Member(n, draw(st.integers(0, 3))) for n in draw(st.sets(st.integers(1, 4)))}))
-    kind = draw(st.integers(0, 8))
+    kind = draw(st.integers(0, 9))
     if kind == 0:
         row = wire.Row(sender, inc, draw(st.integers(0, 3)), members) if draw(st.booleans()) else None
         version = row.version if row else draw(st.integers(0, 3))
@@ -530,12 +530,15 @@ def hostile(draw: st.DrawFn) -> bytes:
         lead = (Member(sender, inc), *(m for m in members if m.node_id > sender))
         return wire.encode_propose(sender, inc, ViewId(view_id.epoch, sender), lead)
     if kind == 2:
-        return wire.encode_ack(sender, inc, view_id, draw(st.binary(max_size=4)))
+        since, last = draw(st.integers(0, 5)), draw(st.integers(0, 5))
+        return wire.encode_ack(sender, inc, view_id, since, last, draw(st.binary(max_size=4)))
     if kind == 3:
         return wire.encode_nack(sender, inc, view_id, draw(st.integers(0, 9)))
     if kind == 4:
-        states = tuple((m.node_id, b"") for m in members)
-        return wire.encode_install(sender, inc, view_id, states)
+        reports = tuple(
+            wire.MemberReport(m.node_id, draw(st.integers(0, 5)), draw(st.integers(0, 5)), b"") for m in members
+        )
+        return wire.encode_install(sender, inc, view_id, reports)
     if kind == 5:
         return wire.encode_leave(sender, inc)
     if kind == 6:
@@ -544,6 +547,8 @@ def hostile(draw: st.DrawFn) -> bytes:
     if kind == 7:
         rows = tuple(wire.Row(m.node_id, m.incarnation, draw(st.integers(0, 3)), members) for m in members)
         return wire.encode_rows(sender, inc, rows)
+    if kind == 8:
+        return wire.encode_clm(sender, inc, view_id, draw(st.binary(max_size=4)))
     return wire.encode_quorum(sender, inc, view_id, draw(st.binary(max_size=4)))
 
 

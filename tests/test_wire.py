@@ -23,10 +23,12 @@ from pyclm.wire import (
     MAX_STATE,
     VERSION,
     Ack,
+    ClmMessage,
     Dropped,
     Heartbeat,
     Install,
     Leave,
+    MemberReport,
     MessageType,
     Nack,
     Propose,
@@ -94,13 +96,16 @@ SAMPLES: dict[MessageType, bytes] = {
         1, 5, ViewId(7, 1), 3, 0xDEADBEEF, ROW, unsettled=True, lease=(513, (0, 7, 65535))
     ),
     MessageType.PROPOSE: wire.encode_propose(1, 5, ViewId(7, 1), (Member(1, 5), Member(2, 9), Member(4, 1))),
-    MessageType.ACK: wire.encode_ack(2, 9, ViewId(7, 1), b"state"),
+    MessageType.ACK: wire.encode_ack(2, 9, ViewId(7, 1), 3, 6, b"state"),
     MessageType.NACK: wire.encode_nack(2, 9, ViewId(7, 1), 12),
-    MessageType.INSTALL: wire.encode_install(1, 5, ViewId(7, 1), ((1, b""), (2, b"ab"), (4, b"xyz"))),
+    MessageType.INSTALL: wire.encode_install(
+        1, 5, ViewId(7, 1), (MemberReport(1, 3, 6, b""), MemberReport(2, 0, 0, b"ab"), MemberReport(4, 6, 6, b"xyz"))
+    ),
     MessageType.LEAVE: wire.encode_leave(3, 11),
     MessageType.PULL: wire.encode_pull(2, 9, True, ((1, 5, 3), (4, 1, 8))),
     MessageType.ROWS: wire.encode_rows(2, 9, (ROW, OTHER_ROW)),
     MessageType.QUORUM: wire.encode_quorum(2, 9, ViewId(7, 1), b"payload"),
+    MessageType.CLM: wire.encode_clm(2, 9, ViewId(7, 1), b"clm payload"),
 }
 
 EXPECTED: dict[MessageType, object] = {
@@ -121,13 +126,13 @@ EXPECTED: dict[MessageType, object] = {
         ("ViewId", 7, 1),
         (("Member", 1, 5), ("Member", 2, 9), ("Member", 4, 1)),
     ),
-    MessageType.ACK: ("Ack", ("Header", MessageType.ACK, 2, 9), ("ViewId", 7, 1), b"state"),
+    MessageType.ACK: ("Ack", ("Header", MessageType.ACK, 2, 9), ("ViewId", 7, 1), 3, 6, b"state"),
     MessageType.NACK: ("Nack", ("Header", MessageType.NACK, 2, 9), ("ViewId", 7, 1), 12),
     MessageType.INSTALL: (
         "Install",
         ("Header", MessageType.INSTALL, 1, 5),
         ("ViewId", 7, 1),
-        ((1, b""), (2, b"ab"), (4, b"xyz")),
+        (("MemberReport", 1, 3, 6, b""), ("MemberReport", 2, 0, 0, b"ab"), ("MemberReport", 4, 6, 6, b"xyz")),
     ),
     MessageType.LEAVE: ("Leave", ("Header", MessageType.LEAVE, 3, 11)),
     MessageType.PULL: ("Pull", ("Header", MessageType.PULL, 2, 9), True, ((1, 5, 3), (4, 1, 8))),
@@ -140,6 +145,7 @@ EXPECTED: dict[MessageType, object] = {
         ),
     ),
     MessageType.QUORUM: ("QuorumMessage", ("Header", MessageType.QUORUM, 2, 9), ("ViewId", 7, 1), b"payload"),
+    MessageType.CLM: ("ClmMessage", ("Header", MessageType.CLM, 2, 9), ("ViewId", 7, 1), b"clm payload"),
 }
 
 
@@ -168,7 +174,7 @@ def test_heartbeat_without_view_or_row_round_trips() -> None:
 def test_empty_collections_round_trip() -> None:
     install = decode(wire.encode_install(1, 1, ViewId(1, 1), ()))
     assert isinstance(install, Install)
-    assert install.states == ()
+    assert install.reports == ()
     pull = decode(wire.encode_pull(1, 1, False, ()))
     assert isinstance(pull, Pull)
     assert (pull.want_all, pull.versions) == (False, ())
@@ -184,7 +190,7 @@ def test_empty_collections_round_trip() -> None:
 
 def test_header_layout() -> None:
     data = wire.encode_leave(0x01020304, 0x05060708090A0B0C)
-    assert data == b"\xc1\x4d\x01\x06\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c"
+    assert data == b"\xc1\x4d\x02\x06\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c"
     assert HEADER_SIZE == len(data) == 16
 
 
@@ -268,16 +274,17 @@ def datagrams(draw: st.DrawFn) -> tuple[bytes, object]:
         data = wire.encode_propose(sender, incarnation, ViewId(epoch, sender), members)
         return data, ("Propose", h, ("ViewId", epoch, sender), plain(members))
     if kind is MessageType.ACK:
-        view_id, state = draw(view_ids), draw(blobs)
-        return wire.encode_ack(sender, incarnation, view_id, state), ("Ack", h, plain(view_id), state)
+        view_id, since, last, state = draw(view_ids), draw(u64), draw(u64), draw(blobs)
+        data = wire.encode_ack(sender, incarnation, view_id, since, last, state)
+        return data, ("Ack", h, plain(view_id), since, last, state)
     if kind is MessageType.NACK:
         view_id, max_epoch = draw(view_ids), draw(u64)
         return wire.encode_nack(sender, incarnation, view_id, max_epoch), ("Nack", h, plain(view_id), max_epoch)
     if kind is MessageType.INSTALL:
         epoch = draw(st.integers(1, 2**64 - 1))
-        states = tuple(draw(st.lists(st.tuples(node_ids, blobs), max_size=5)))
-        data = wire.encode_install(sender, incarnation, ViewId(epoch, sender), states)
-        return data, ("Install", h, ("ViewId", epoch, sender), states)
+        reports = tuple(draw(st.lists(st.builds(MemberReport, node_ids, u64, u64, blobs), max_size=5)))
+        data = wire.encode_install(sender, incarnation, ViewId(epoch, sender), reports)
+        return data, ("Install", h, ("ViewId", epoch, sender), plain(reports))
     if kind is MessageType.LEAVE:
         return wire.encode_leave(sender, incarnation), ("Leave", h)
     if kind is MessageType.PULL:
@@ -288,6 +295,8 @@ def datagrams(draw: st.DrawFn) -> tuple[bytes, object]:
         some = tuple(draw(st.lists(rows(), max_size=4)))
         return wire.encode_rows(sender, incarnation, some), ("Rows", h, plain(some))
     view_id, payload = draw(view_ids), draw(blobs)
+    if kind is MessageType.CLM:
+        return wire.encode_clm(sender, incarnation, view_id, payload), ("ClmMessage", h, plain(view_id), payload)
     return wire.encode_quorum(sender, incarnation, view_id, payload), ("QuorumMessage", h, plain(view_id), payload)
 
 
@@ -307,7 +316,9 @@ def check_total(data: bytes) -> wire.Message | Dropped:
     if isinstance(result, Dropped):
         assert result.reason in REASONS, result
     else:
-        assert isinstance(result, (Heartbeat, Propose, Ack, Nack, Install, Leave, Pull, Rows, QuorumMessage))
+        assert isinstance(
+            result, (Heartbeat, Propose, Ack, Nack, Install, Leave, Pull, Rows, QuorumMessage, ClmMessage)
+        )
     return result
 
 
@@ -370,9 +381,9 @@ def test_wrong_magic_version_or_type(kind: MessageType) -> None:
     raw = SAMPLES[kind]
     assert decode(b"\xc1\x4e" + raw[2:]) == Dropped("bad_magic")
     assert decode(b"\x00\x00" + raw[2:]) == Dropped("bad_magic")
-    for version in (0, 2, 255):
+    for version in (0, 1, 3, 255):
         assert decode(raw[:2] + bytes([version]) + raw[3:]) == Dropped("bad_version")
-    for bad_kind in (0, 10, 255):
+    for bad_kind in (0, 11, 255):
         assert decode(raw[:3] + bytes([bad_kind]) + raw[4:]) == Dropped("bad_type")
 
 
@@ -394,7 +405,9 @@ def row_bytes(origin: int, incarnation: int, version: int, members: list[tuple[i
 BOUND_CASES: dict[str, Callable[[int], bytes]] = {
     "propose": lambda n: head(MessageType.PROPOSE) + struct.pack("!QH", 1, n) + entries(sorted_members(n)),
     "install": lambda n: (
-        head(MessageType.INSTALL) + struct.pack("!QH", 1, n) + b"".join(struct.pack("!IH", i, 0) for i in range(n))
+        head(MessageType.INSTALL)
+        + struct.pack("!QH", 1, n)
+        + b"".join(struct.pack("!IQQH", i, 0, 0, 0) for i in range(n))
     ),
     "pull": lambda n: (
         head(MessageType.PULL) + struct.pack("!BH", 0, n) + b"".join(struct.pack("!IQI", i, 1, 1) for i in range(n))
@@ -431,9 +444,10 @@ def test_large_count_is_dropped_before_reading_the_items(count: int) -> None:
 
 
 BLOB_CASES: dict[str, Callable[[int], bytes]] = {
-    "ack": lambda n: head(MessageType.ACK) + struct.pack("!QIH", 1, 1, n) + b"s" * n,
+    "ack": lambda n: head(MessageType.ACK) + struct.pack("!QIQQH", 1, 1, 2, 3, n) + b"s" * n,
     "quorum": lambda n: head(MessageType.QUORUM) + struct.pack("!QIH", 1, 1, n) + b"q" * n,
-    "install": lambda n: head(MessageType.INSTALL) + struct.pack("!QHIH", 1, 1, 1, n) + b"i" * n,
+    "clm": lambda n: head(MessageType.CLM) + struct.pack("!QIH", 1, 1, n) + b"c" * n,
+    "install": lambda n: head(MessageType.INSTALL) + struct.pack("!QHIQQH", 1, 1, 1, 2, 3, n) + b"i" * n,
 }
 
 
@@ -446,7 +460,8 @@ def test_blobs_up_to_max_state_decode(case: str) -> None:
 @pytest.mark.parametrize("case", sorted(BLOB_CASES))
 def test_blobs_above_max_state_are_dropped(case: str) -> None:
     assert decode(BLOB_CASES[case](MAX_STATE + 1)) == Dropped("blob_too_large")
-    assert decode(BLOB_CASES[case](0xFFFF)[: HEADER_SIZE + 20]) == Dropped("blob_too_large")
+    # Cut right after the first length field (and into the blob): too large before truncated.
+    assert decode(BLOB_CASES[case](0xFFFF)[: HEADER_SIZE + 32]) == Dropped("blob_too_large")
 
 
 # ------------------------------------------------------------------ semantic checks of the decoder
@@ -473,10 +488,11 @@ def test_heartbeat_row_must_match_the_header(row: Row, reason: str | None) -> No
 def test_zero_epochs_are_dropped() -> None:
     zero = ViewId(0, 1)
     assert decode(wire.encode_propose(1, 1, zero, (Member(1, 1),))) == Dropped("zero_epoch")
-    assert decode(wire.encode_ack(2, 1, zero, b"")) == Dropped("zero_epoch")
+    assert decode(wire.encode_ack(2, 1, zero, 0, 0, b"")) == Dropped("zero_epoch")
     assert decode(wire.encode_nack(2, 1, zero, 3)) == Dropped("zero_epoch")
     assert decode(wire.encode_install(1, 1, zero, ())) == Dropped("zero_epoch")
     assert decode(wire.encode_quorum(2, 1, zero, b"")) == Dropped("zero_epoch")
+    assert decode(wire.encode_clm(2, 1, zero, b"")) == Dropped("zero_epoch")
 
 
 def test_heartbeat_epoch_zero_means_no_view() -> None:
@@ -542,3 +558,100 @@ def test_install_and_propose_take_the_coordinator_from_the_sender() -> None:
     install = decode(wire.encode_install(4, 1, ViewId(3, 9), ()))
     assert isinstance(install, Install)
     assert install.view_id == ViewId(3, 4)
+
+
+# ------------------------------------------------------------------ version 2: membership numbers and CLM messages
+
+
+def test_ack_layout_puts_since_and_last_between_the_view_id_and_the_state() -> None:
+    data = wire.encode_ack(2, 9, ViewId(7, 1), 0x0102030405060708, 0x1112131415161718, b"st")
+    assert data[HEADER_SIZE:] == (
+        struct.pack("!QI", 7, 1) + bytes.fromhex("0102030405060708 1112131415161718") + struct.pack("!H", 2) + b"st"
+    )
+    assert len(data) == HEADER_SIZE + 30 + 2
+
+
+def test_install_layout_carries_since_and_last_per_member() -> None:
+    reports = (MemberReport(1, 4, 9, b""), MemberReport(3, 0, 0, b"xy"))
+    data = wire.encode_install(1, 5, ViewId(10, 1), reports)
+    assert data[HEADER_SIZE:] == (
+        struct.pack("!QH", 10, 2) + struct.pack("!IQQH", 1, 4, 9, 0) + struct.pack("!IQQH", 3, 0, 0, 2) + b"xy"
+    )
+    assert len(data) == HEADER_SIZE + 10 + 2 * 22 + 2  # 26 + 22·n + the states
+
+
+def test_clm_layout() -> None:
+    data = wire.encode_clm(2, 9, ViewId(7, 1), b"hello")
+    assert data[3] == 10 and MessageType.CLM.value == 10
+    assert data[HEADER_SIZE:] == struct.pack("!QIH", 7, 1, 5) + b"hello"
+    assert len(data) == wire.CLM_OVERHEAD + 5
+
+
+@pytest.mark.parametrize("cut", range(1, 30))
+def test_an_ack_cut_inside_its_fixed_fields_is_truncated(cut: int) -> None:
+    data = wire.encode_ack(2, 9, ViewId(7, 1), 3, 6, b"")
+    assert decode(data[: HEADER_SIZE + cut]) == Dropped("truncated")
+
+
+def test_ack_state_length_must_match_the_bytes() -> None:
+    fixed = head(MessageType.ACK, 2, 9) + struct.pack("!QIQQ", 7, 1, 3, 6)
+    assert decode(fixed + struct.pack("!H", 3) + b"ab") == Dropped("truncated")  # promises more than it has
+    assert decode(fixed + struct.pack("!H", 1) + b"ab") == Dropped("trailing_bytes")  # promises less
+    assert decode(fixed + struct.pack("!H", MAX_STATE + 1)) == Dropped("blob_too_large")
+    ok = decode(fixed + struct.pack("!H", 2) + b"ab")
+    assert isinstance(ok, Ack) and (ok.since, ok.last, ok.state) == (3, 6, b"ab")
+
+
+def test_ack_numbers_take_the_whole_u64_range() -> None:
+    top = 2**64 - 1
+    ack = decode(wire.encode_ack(2, 9, ViewId(7, 1), top, top, b""))
+    assert isinstance(ack, Ack) and (ack.since, ack.last) == (top, top)
+
+
+def install_bytes(count: int, *reports: bytes) -> bytes:
+    return head(MessageType.INSTALL) + struct.pack("!QH", 4, count) + b"".join(reports)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (install_bytes(1), "truncated"),  # a report promised, none there
+        (install_bytes(1, struct.pack("!IQQ", 1, 2, 3)), "truncated"),  # no state length
+        (install_bytes(1, struct.pack("!IQ", 1, 2)), "truncated"),  # no last
+        (install_bytes(1, struct.pack("!IQQH", 1, 2, 3, 4) + b"abc"), "truncated"),  # state one byte short
+        (install_bytes(2, struct.pack("!IQQH", 1, 2, 3, 0)), "truncated"),  # the second report missing
+        (install_bytes(1, struct.pack("!IQQH", 1, 2, 3, 0) + b"\x00"), "trailing_bytes"),
+        (install_bytes(1, struct.pack("!IQQH", 1, 2, 3, 1) + b"ab"), "trailing_bytes"),
+        (install_bytes(2, struct.pack("!IQQH", 1, 2, 3, MAX_STATE + 1)), "blob_too_large"),
+        (install_bytes(MAX_CLUSTER_SIZE + 1, struct.pack("!IQQH", 1, 2, 3, 0)), "count_too_large"),
+    ],
+    ids=[
+        "no-report",
+        "no-length",
+        "no-last",
+        "short-state",
+        "short-count",
+        "trailing",
+        "long-state-length",
+        "blob-too-large",
+        "too-many",
+    ],
+)
+def test_hostile_installs_are_dropped(data: bytes, reason: str) -> None:
+    assert decode(data) == Dropped(reason)
+
+
+def test_clm_payload_length_must_match_the_bytes() -> None:
+    fixed = head(MessageType.CLM, 2, 9) + struct.pack("!QI", 7, 1)
+    assert decode(fixed) == Dropped("truncated")
+    assert decode(fixed + struct.pack("!H", 4) + b"abc") == Dropped("truncated")
+    assert decode(fixed + struct.pack("!H", 2) + b"abc") == Dropped("trailing_bytes")
+    assert decode(fixed + struct.pack("!H", 0xFFFF) + b"abc") == Dropped("blob_too_large")
+    ok = decode(fixed + struct.pack("!H", 3) + b"abc")
+    assert isinstance(ok, ClmMessage) and (ok.view_id, ok.payload) == (ViewId(7, 1), b"abc")
+
+
+def test_a_version_1_datagram_is_dropped() -> None:
+    # Version 1 had no membership numbers: a v1 ACK must not be misread as a v2 one.
+    v1_ack = head(MessageType.ACK, 2, 9, version=1) + struct.pack("!QIH", 7, 1, 0)
+    assert decode(v1_ack) == Dropped("bad_version")

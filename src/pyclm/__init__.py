@@ -8,7 +8,7 @@ the deterministic simulator (:mod:`pyclm.sim`).
 from .config import MAX_CLUSTER_SIZE, ConnectivitySource, MembershipConfig, TimingConfig
 from .core import GROUP, Membership
 from .errors import ConfigError, PyclmError, UsageError
-from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
+from .events import ClmMessage, Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import Member, View, ViewId
 from .runtime import Node
 from .voting import QuorumConfig
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GROUP",
     "MAX_CLUSTER_SIZE",
+    "ClmMessage",
     "ConfigError",
     "ConnectivitySource",
     "Event",

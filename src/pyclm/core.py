@@ -47,6 +47,20 @@ Quorum.  After a view is installed the quorum policy (:mod:`pyclm.voting`) decid
 whether it is primary; that is a separate event.  A primary node that computes a
 component other than its view stops acting as primary at once (``PrimaryLost``); that
 view is *spent*: only a new view forms a primary again.
+
+Membership numbers.  The cluster membership is the primary component, numbered by the
+primary number.  For SA Forum's *initialViewNumber* each life keeps two numbers, in
+memory only (a restart starts again from 0, 0): ``since``, the primary number at which
+it joined the membership, and ``last``, the number of the last primary it acted as a
+member of (0 = none).  Both ride on its ACK, and the INSTALL hands every member's on to
+all members, so every member of a view holds the same reports.  When the view becomes
+primary ``number``, :func:`initial_numbers` gives each member's initial number: a
+member of the newest primary among them keeps its ``since``; everyone else joins now.
+The node then sets ``last = number`` and ``since`` to its own initial number.
+
+CLM messages.  :meth:`send_clm` carries opaque payloads of the CLM layer between
+members of the installed view; a member receives them as :class:`ClmMessage` events.
+Best effort: no retransmission, no ordering, nothing kept for a view not installed yet.
 """
 
 from __future__ import annotations
@@ -55,7 +69,7 @@ import json
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import wire
@@ -63,7 +77,7 @@ from .config import ConnectivitySource, MembershipConfig
 from .connectivity import Component, ConnectivityMatrix
 from .detector import FailureDetector, TimeoutDetector
 from .errors import UsageError
-from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
+from .events import ClmMessage, Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import MAX_INCARNATION, Member, View, ViewId, find
 from .ids import member as interned_member
 from .lease import Lease
@@ -89,6 +103,18 @@ _MISMATCH_LIMIT = 3
 
 def _node_id(member: Member) -> int:
     return member.node_id
+
+
+def initial_numbers(reports: tuple[wire.MemberReport, ...], number: int) -> tuple[int, ...]:
+    """Each member's initial number when a view with these ACK reports becomes primary ``number``.
+
+    Only members of the newest primary any of them acted in (``last == Q``, the largest)
+    were in the membership until now: they keep the number they joined at.  Everyone
+    else (new, restarted, back from a minority) joins at ``number``, as does everyone
+    when none of them was in a primary before (``Q == 0``).
+    """
+    newest = max((r.last for r in reports), default=0)
+    return tuple(r.since if newest > 0 and r.last == newest and r.since > 0 else number for r in reports)
 
 
 def _holds(members: tuple[Member, ...], node_id: int, incarnation: int) -> bool:
@@ -188,10 +214,13 @@ class Membership:
         self._knowledge = 0
 
         self.primary_number: int | None = None
-        self._install_states: tuple[tuple[int, bytes], ...] = ()
+        # Membership numbers of this life (see the module docstring); never stored.
+        self._since = 0
+        self._last = 0
+        self._install_reports: tuple[wire.MemberReport, ...] = ()  # the installed view's, by member
         self._pending: View | None = None  # accepted, not yet installed
         self._proposal: View | None = None  # ours, as coordinator
-        self._acks: dict[int, bytes] = {}
+        self._acks: dict[int, wire.MemberReport] = {}
         self._stopped = False
         self._view_spent = False  # we dropped primary in this view: it needs replacing
         self._accepted_at = now  # when we first acked (or proposed) the accepted view id
@@ -368,6 +397,8 @@ class Membership:
             self._on_rows(message.rows, now)  # type: ignore[union-attr]
         elif kind is wire.QuorumMessage:
             self._on_quorum(message, now)  # type: ignore[arg-type]
+        elif kind is wire.ClmMessage:
+            self._on_clm(message)  # type: ignore[arg-type]
 
     def handle_timer(self, now: float) -> None:
         """Call at (or after) the time :meth:`get_timer` gave."""
@@ -470,6 +501,35 @@ class Membership:
     def audit_log(self) -> list[dict[str, Any]]:
         """The operator actions recorded on this node's storage, oldest first."""
         return [json.loads(line) for line in self._audit]
+
+    def send_clm(self, payload: bytes, to: Iterable[int] | None, now: float) -> None:
+        """Send ``payload`` to members of the installed view: a CLM message, opaque to the core.
+
+        ``to`` names the members (node ids) to send it to; ``None`` means every other
+        member.  Ids that are not members of the installed view, and this node's own, are
+        skipped.  Each receiver that has the same view installed gets a
+        :class:`ClmMessage` event.  Best effort: a datagram may be lost, duplicated or
+        reordered, and nothing is retransmitted.  Drain the outputs afterwards.
+
+        Raises :class:`UsageError` once the core has stopped, while no view is installed,
+        or for a payload longer than ``wire.MAX_STATE`` or too long for
+        ``config.max_datagram``.
+        """
+        if self._stopped:
+            raise UsageError("this core left; send CLM messages from a running core")
+        view = self.view
+        if view is None:
+            raise UsageError("no view is installed yet; send CLM messages after the first ViewInstalled event")
+        limit = min(wire.MAX_STATE, self.config.max_datagram - wire.CLM_OVERHEAD)
+        if len(payload) > limit:
+            raise UsageError(
+                f"a CLM payload of {len(payload)} bytes does not fit one message (at most {limit} bytes here); split it"
+            )
+        data = wire.encode_clm(self.node_id, self.incarnation, view.view_id, bytes(payload))
+        targets = view.node_ids if to is None else sorted(set(to))
+        for node_id in targets:
+            if node_id != self.node_id and node_id in view:
+                self._datagrams.append((data, self._peers[node_id].addr))
 
     def leave(self, now: float) -> None:
         """Leave the cluster gracefully: tell the group, then stop.  Drain outputs once more."""
@@ -769,10 +829,10 @@ class Membership:
         self._count("proposed")
         if len(component) == 1:
             self._proposal = None
-            self._install(view, ((self.node_id, self._ack_state()),), now)
+            self._install(view, (self._report(),), now)
             return
         self._proposal = view
-        self._acks = {self.node_id: self._ack_state()}
+        self._acks = {self.node_id: self._report()}
         data = wire.encode_propose(self.node_id, self.incarnation, view.view_id, component)
         for member in component[1:]:
             self._datagrams.append((data, self._peers[member.node_id].addr))
@@ -841,6 +901,10 @@ class Membership:
     def _ack_state(self) -> bytes:
         return self._policy_bytes(self.policy.ack_state(), "ack state")
 
+    def _report(self) -> wire.MemberReport:
+        """What this node reports with its ack (the coordinator: for itself, in the INSTALL)."""
+        return wire.MemberReport(self.node_id, self._since, self._last, self._ack_state())
+
     def _policy_bytes(self, data: bytes, what: str) -> bytes:
         """``data`` from the quorum policy, if it fits a message; too long is a policy bug."""
         if len(data) > wire.MAX_STATE:
@@ -851,7 +915,7 @@ class Membership:
         return data
 
     def _send_ack(self, addr: Any, view_id: ViewId) -> None:
-        data = wire.encode_ack(self.node_id, self.incarnation, view_id, self._ack_state())
+        data = wire.encode_ack(self.node_id, self.incarnation, view_id, self._since, self._last, self._ack_state())
         self._datagrams.append((data, addr))
 
     def _on_ack(self, peer: _Peer, ack: wire.Ack, now: float) -> None:
@@ -860,17 +924,17 @@ class Membership:
         if proposal is not None and ack.view_id == proposal.view_id:
             if not _holds(proposal.members, sender, ack.header.incarnation):
                 return
-            self._acks[sender] = ack.state
+            self._acks[sender] = wire.MemberReport(sender, ack.since, ack.last, ack.state)
             if len(self._acks) == len(proposal.members):
-                states = tuple(sorted(self._acks.items()))
+                reports = tuple(self._acks[m.node_id] for m in proposal.members)
                 self._proposal = None
-                install = wire.encode_install(self.node_id, self.incarnation, proposal.view_id, states)
+                install = wire.encode_install(self.node_id, self.incarnation, proposal.view_id, reports)
                 for member in proposal.members[1:]:
                     self._datagrams.append((install, self._peers[member.node_id].addr))
-                self._install(proposal, states, now)
+                self._install(proposal, reports, now)
         elif self.view is not None and ack.view_id == self.view.view_id:
             # The member missed our install message: send it again.
-            install = wire.encode_install(self.node_id, self.incarnation, ack.view_id, self._install_states)
+            install = wire.encode_install(self.node_id, self.incarnation, ack.view_id, self._install_reports)
             self._datagrams.append((install, peer.addr))
         elif (
             ack.view_id.coordinator == self.node_id
@@ -895,17 +959,18 @@ class Membership:
         pending = self._pending
         if pending is None or install.view_id != pending.view_id:
             return
-        if tuple(node_id for node_id, _ in install.states) != pending.node_ids:
+        if tuple(r.node_id for r in install.reports) != pending.node_ids:
             self._count("rx_dropped_bad_install")
             return
-        self._install(pending, install.states, now)
+        self._install(pending, install.reports, now)
         if self._lease is not None:
             self._lease_spoke(install.header.sender, None, now)  # it installed first
 
-    def _install(self, view: View, states: tuple[tuple[int, bytes], ...], now: float) -> None:
+    def _install(self, view: View, reports: tuple[wire.MemberReport, ...], now: float) -> None:
+        """Install ``view``; ``reports`` are its members' ACK reports, in member order."""
         previous = self.view
         self.view = view
-        self._install_states = states
+        self._install_reports = reports
         self._pending = None
         if self._proposal is None:
             self._retry_at = None
@@ -918,11 +983,14 @@ class Membership:
         new = set(view.members)
         joined = tuple(sorted(new - old)) if previous else ()
         left = tuple(sorted(old - new))
-        self._events.append(ViewInstalled(view=view, joined=joined, left=left))
+        departed = tuple(
+            m for m in left if (peer := self._peers.get(m.node_id)) is not None and peer.left >= m.incarnation
+        )
+        self._events.append(ViewInstalled(view=view, joined=joined, left=left, departed=departed))
         self._count("installed")
         if self._lease is not None:
             self._lease.view_installed(view.view_id, self._accepted_at)
-        self.policy.view_installed(view, dict(states), now)
+        self.policy.view_installed(view, {r.node_id: r.state for r in reports}, now)
         self._drain_policy(now)
         early, self._early = self._early, []
         for message in early:
@@ -966,6 +1034,17 @@ class Membership:
         if self._lease is not None:
             self._lease_spoke(message.header.sender, None, now)
 
+    def _on_clm(self, message: wire.ClmMessage) -> None:
+        view = self.view
+        if view is None or message.view_id != view.view_id:
+            self._count("rx_clm_other_view")
+            return
+        header = message.header
+        if not _holds(view.members, header.sender, header.incarnation):
+            self._count("rx_clm_not_member")
+            return
+        self._events.append(ClmMessage(sender=header.sender, view_id=view.view_id, payload=message.payload))
+
     def _drain_policy(self, now: float) -> None:
         for action in self.policy.pop_actions():
             if isinstance(action, WriteState):
@@ -1007,8 +1086,13 @@ class Membership:
             if expiry is None or expiry <= now:
                 return  # not confirmed yet: the next echo tries again
             self._lease_at = expiry
+        # Every member computes the same numbers from the same INSTALL (the same view
+        # announced again after a lease expiry gets the same ones: the reports stay).
+        initial = initial_numbers(self._install_reports, number)
         self.primary_number = number
-        self._events.append(PrimaryFormed(view=view, number=number))
+        self._since = initial[self._index_in(view)]
+        self._last = number
+        self._events.append(PrimaryFormed(view=view, number=number, initial=initial))
 
     def _drop_primary(self, reason: str) -> None:
         """Stop acting as primary in the current view (if we do); the view is spent."""

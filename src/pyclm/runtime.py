@@ -264,11 +264,12 @@ class Node:
         """Subscribe to this node's events from now on: ``async for event in node.events():``.
 
         Yields :class:`~pyclm.events.ViewInstalled`, :class:`~pyclm.events.PrimaryFormed`,
-        :class:`~pyclm.events.PrimaryLost` and, after a graceful leave, a last
-        :class:`~pyclm.events.Stopped`; the iteration ends when the node stops.  Each
-        subscriber has its own buffer of ``buffer`` events: when it is full the oldest is
-        dropped and the next item yielded is an :class:`EventsLost` marker with the
-        count.  Use ``with node.events() as events:`` to unsubscribe on the way out.
+        :class:`~pyclm.events.PrimaryLost`, :class:`~pyclm.events.ClmMessage` and, after a
+        graceful leave, a last :class:`~pyclm.events.Stopped`; the iteration ends when the
+        node stops.  Each subscriber has its own buffer of ``buffer`` events: when it is
+        full the oldest is dropped and the next item yielded is an :class:`EventsLost`
+        marker with the count.  Use ``with node.events() as events:`` to unsubscribe on
+        the way out.
         """
         if buffer < 1:
             raise ValueError(f"buffer must hold at least one event, got {buffer!r}")

@@ -1,9 +1,9 @@
-"""The wire format, version 1: encoding and a decoder that never raises.
+"""The wire format, version 2: encoding and a decoder that never raises.
 
 Every datagram starts with a 16-byte header::
 
     magic  2 bytes  b"\\xc1\\x4d"
-    version  u8     1
+    version  u8     2
     type     u8     one of MessageType
     sender   u32    node id
     incarnation u64 the sender's incarnation
@@ -32,7 +32,7 @@ from .config import MAX_CLUSTER_SIZE
 from .ids import Member, ViewId, member
 
 MAGIC = b"\xc1\x4d"
-VERSION = 1
+VERSION = 2
 #: Node ids below this may stand for their own bit position in a mask (see Row.id_mask).
 SMALL_IDS = 1 << 16
 #: The longest opaque state or payload a quorum policy may put in one message.
@@ -45,10 +45,11 @@ _U16 = struct.Struct("!H")
 _HEARTBEAT = struct.Struct("!QIIQB")
 _EPOCH = struct.Struct("!Q")
 _EPOCH_COORD = struct.Struct("!QI")
+_ACK_HEAD = struct.Struct("!QIQQH")  # view id, since, last, state length
 _NACK = struct.Struct("!QIQ")
 _ROW_HEAD = struct.Struct("!IQIH")
 _VERSION_ENTRY = struct.Struct("!IQI")
-_STATE_HEAD = struct.Struct("!IH")
+_REPORT_HEAD = struct.Struct("!IQQH")  # node id, since, last, state length
 
 HEADER_SIZE = _HEADER.size
 
@@ -63,6 +64,7 @@ class MessageType(enum.IntEnum):
     PULL = 7
     ROWS = 8
     QUORUM = 9
+    CLM = 10
 
 
 @attrs.define(frozen=True, slots=False, eq=False)
@@ -159,8 +161,17 @@ class Propose:
 
 @attrs.frozen
 class Ack:
+    """A member accepts proposal ``view_id`` and reports what the install hands on.
+
+    ``since`` and ``last`` are the acker's CLM data for its current life (0 = none):
+    the primary number at which it became a member of the membership, and the number
+    of the last primary it acted as a member of (see :mod:`pyclm.core`).
+    """
+
     header: Header
     view_id: ViewId
+    since: int
+    last: int
     state: bytes
 
 
@@ -172,10 +183,21 @@ class Nack:
 
 
 @attrs.frozen
+class MemberReport:
+    """What one member said in its ACK, as the INSTALL hands it on to every member."""
+
+    node_id: int
+    since: int
+    last: int
+    state: bytes
+
+
+@attrs.frozen
 class Install:
     header: Header
     view_id: ViewId
-    states: tuple[tuple[int, bytes], ...]
+    #: One per member of the view, ascending by node id (the core checks that).
+    reports: tuple[MemberReport, ...]
 
 
 @attrs.frozen
@@ -203,7 +225,16 @@ class QuorumMessage:
     payload: bytes
 
 
-Message = Heartbeat | Propose | Ack | Nack | Install | Leave | Pull | Rows | QuorumMessage
+@attrs.frozen
+class ClmMessage:
+    """An opaque message of the CLM layer between members of view ``view_id``."""
+
+    header: Header
+    view_id: ViewId
+    payload: bytes
+
+
+Message = Heartbeat | Propose | Ack | Nack | Install | Leave | Pull | Rows | QuorumMessage | ClmMessage
 
 
 @attrs.frozen
@@ -264,11 +295,10 @@ def encode_propose(sender: int, incarnation: int, view_id: ViewId, members: tupl
     )
 
 
-def encode_ack(sender: int, incarnation: int, view_id: ViewId, state: bytes) -> bytes:
+def encode_ack(sender: int, incarnation: int, view_id: ViewId, since: int, last: int, state: bytes) -> bytes:
     return (
         _head(MessageType.ACK, sender, incarnation)
-        + _EPOCH_COORD.pack(view_id.epoch, view_id.coordinator)
-        + _U16.pack(len(state))
+        + _ACK_HEAD.pack(view_id.epoch, view_id.coordinator, since, last, len(state))
         + state
     )
 
@@ -277,11 +307,11 @@ def encode_nack(sender: int, incarnation: int, view_id: ViewId, max_epoch: int) 
     return _head(MessageType.NACK, sender, incarnation) + _NACK.pack(view_id.epoch, view_id.coordinator, max_epoch)
 
 
-def encode_install(sender: int, incarnation: int, view_id: ViewId, states: tuple[tuple[int, bytes], ...]) -> bytes:
-    parts = [_head(MessageType.INSTALL, sender, incarnation), _EPOCH.pack(view_id.epoch), _U16.pack(len(states))]
-    for node_id, state in states:
-        parts.append(_STATE_HEAD.pack(node_id, len(state)))
-        parts.append(state)
+def encode_install(sender: int, incarnation: int, view_id: ViewId, reports: tuple[MemberReport, ...]) -> bytes:
+    parts = [_head(MessageType.INSTALL, sender, incarnation), _EPOCH.pack(view_id.epoch), _U16.pack(len(reports))]
+    for report in reports:
+        parts.append(_REPORT_HEAD.pack(report.node_id, report.since, report.last, len(report.state)))
+        parts.append(report.state)
     return b"".join(parts)
 
 
@@ -303,12 +333,25 @@ def encode_rows(sender: int, incarnation: int, rows: tuple[Row, ...]) -> bytes:
 
 
 def encode_quorum(sender: int, incarnation: int, view_id: ViewId, payload: bytes) -> bytes:
+    return _tagged(MessageType.QUORUM, sender, incarnation, view_id, payload)
+
+
+def encode_clm(sender: int, incarnation: int, view_id: ViewId, payload: bytes) -> bytes:
+    return _tagged(MessageType.CLM, sender, incarnation, view_id, payload)
+
+
+def _tagged(kind: MessageType, sender: int, incarnation: int, view_id: ViewId, payload: bytes) -> bytes:
+    """A payload tagged with the view it belongs to (QUORUM, CLM)."""
     return (
-        _head(MessageType.QUORUM, sender, incarnation)
+        _head(kind, sender, incarnation)
         + _EPOCH_COORD.pack(view_id.epoch, view_id.coordinator)
         + _U16.pack(len(payload))
         + payload
     )
+
+
+#: Bytes a CLM message needs beyond its payload.
+CLM_OVERHEAD = HEADER_SIZE + _EPOCH_COORD.size + _U16.size
 
 
 #: Bytes a heartbeat needs beyond its row.
@@ -418,19 +461,18 @@ def _body(header: Header, r: _Reader) -> Message:
             raise _Malformed("bad_coordinator")
         return Propose(header, _view_id(epoch, header.sender), members)
     if kind is MessageType.ACK:
-        epoch, coord = r.take(_EPOCH_COORD)
-        (length,) = r.take(_U16)
-        return Ack(header, _view_id(epoch, coord), r.blob(length))
+        epoch, coord, since, last, length = r.take(_ACK_HEAD)
+        return Ack(header, _view_id(epoch, coord), since, last, r.blob(length))
     if kind is MessageType.NACK:
         epoch, coord, max_epoch = r.take(_NACK)
         return Nack(header, _view_id(epoch, coord), max_epoch)
     if kind is MessageType.INSTALL:
         (epoch,) = r.take(_EPOCH)
-        states = []
+        reports = []
         for _ in range(r.count()):
-            node_id, length = r.take(_STATE_HEAD)
-            states.append((node_id, r.blob(length)))
-        return Install(header, _view_id(epoch, header.sender), tuple(states))
+            node_id, since, last, length = r.take(_REPORT_HEAD)
+            reports.append(MemberReport(node_id, since, last, r.blob(length)))
+        return Install(header, _view_id(epoch, header.sender), tuple(reports))
     if kind is MessageType.LEAVE:
         return Leave(header)
     if kind is MessageType.PULL:
@@ -441,10 +483,11 @@ def _body(header: Header, r: _Reader) -> Message:
         return Pull(header, bool(flags), tuple(r.take(_VERSION_ENTRY) for _ in range(n)))  # type: ignore[misc]
     if kind is MessageType.ROWS:
         return Rows(header, tuple(r.row() for _ in range(r.count())))
-    # QUORUM (the only type left after the enum check in decode)
+    # QUORUM or CLM (the only types left after the enum check in decode)
     epoch, coord = r.take(_EPOCH_COORD)
     (length,) = r.take(_U16)
-    return QuorumMessage(header, _view_id(epoch, coord), r.blob(length))
+    cls = QuorumMessage if kind is MessageType.QUORUM else ClmMessage
+    return cls(header, _view_id(epoch, coord), r.blob(length))
 
 
 @functools.lru_cache(maxsize=8192)

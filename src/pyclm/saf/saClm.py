@@ -1,0 +1,438 @@
+"""SAF Cluster Membership (CLM) service API, under the names of OpenSAF's ``pyosaf.saClm``.
+
+Change ``from pyosaf import saAis, saClm`` to ``from pyclm.saf import saAis, saClm``
+and a pyosaf CLM program runs on pyclm: this module defines every type,
+enumeration, constant and callback type ``pyosaf.saClm`` does, with the same
+names, values, ctypes layouts and constructors.  The ``saClm*`` functions of
+SAI-AIS-CLM B.01.01 and B.04.01 (at the end of the module) answer from pyclm's
+agreed membership instead of an OpenSAF library: no C library is loaded.
+
+The structures are real ctypes structures with the C layout of ``saClm.h``, and
+the callback types are ``ctypes.CFUNCTYPE`` types: wrap a Python function in
+one (``SaClmClusterTrackCallbackT_4(on_change)``) and store it in a
+``SaClmCallbacksT_4``, as with pyosaf.  Names pyosaf imports into ``saClm``
+from ``saAis`` (``SaSelectionObjectT``, ``SaVersionT``, ``BYREF`` ...) are
+available here too.
+"""
+
+from __future__ import annotations
+
+from _ctypes import CFuncPtr
+from ctypes import CFUNCTYPE, POINTER, Structure, _Pointer
+
+from pyclm.saf import saNtf
+from pyclm.saf.saAis import (
+    BYREF,
+    Const,
+    Enumeration,
+    SaAisErrorT,
+    SaBoolT,
+    SaDispatchFlagsT,
+    SaEnumT,
+    SaInt8T,
+    SaInvocationT,
+    SaNameT,
+    SaSelectionObjectT,
+    SaTimeT,
+    SaUint8T,
+    SaUint16T,
+    SaUint32T,
+    SaUint64T,
+    SaVersionT,
+    _encode,
+    _load_bytes,
+    _store_bytes,
+)
+
+__all__ = [
+    # Names pyosaf's saClm imports from saAis / saNtf, so they are reachable here too.
+    "BYREF",
+    "Const",
+    "Enumeration",
+    "SaAisErrorT",
+    "SaBoolT",
+    # This module's own names.
+    "SaClmAdditionalInfoIdT",
+    "SaClmAdditionalInfoIdT_4",
+    "SaClmAdminOperationIdT",
+    "SaClmAdminStateT",
+    "SaClmCallbacksT",
+    "SaClmCallbacksT_3",
+    "SaClmCallbacksT_4",
+    "SaClmChangeStepT",
+    "SaClmClusterChangesT",
+    "SaClmClusterNodeEvictionCallbackT",
+    "SaClmClusterNodeGetCallbackT",
+    "SaClmClusterNodeGetCallbackT_4",
+    "SaClmClusterNodeT",
+    "SaClmClusterNodeT_4",
+    "SaClmClusterNotificationBufferT",
+    "SaClmClusterNotificationBufferT_4",
+    "SaClmClusterNotificationT",
+    "SaClmClusterNotificationT_4",
+    "SaClmClusterTrackCallbackT",
+    "SaClmClusterTrackCallbackT_4",
+    "SaClmHandleT",
+    "SaClmNodeAddressFamilyT",
+    "SaClmNodeAddressT",
+    "SaClmNodeIdT",
+    "SaClmNotificationMinorIdT",
+    "SaClmResponseT",
+    "SaClmStateT",
+    "SaDispatchFlagsT",
+    "SaEnumT",
+    "SaInt8T",
+    "SaInvocationT",
+    "SaNameT",
+    "SaSelectionObjectT",
+    "SaTimeT",
+    "SaUint8T",
+    "SaUint16T",
+    "SaUint32T",
+    "SaUint64T",
+    "SaVersionT",
+    "eSaClmAdditionalInfoIdT",
+    "eSaClmAdditionalInfoIdT_4",
+    "eSaClmAdminOperationIdT",
+    "eSaClmAdminStateT",
+    "eSaClmChangeStepT",
+    "eSaClmClusterChangesT",
+    "eSaClmNodeAddressFamilyT",
+    "eSaClmNotificationMinorIdT",
+    "eSaClmResponseT",
+    "eSaClmStateT",
+    "saClm",
+    "saNtf",
+]
+
+SaClmHandleT = SaUint64T
+SaClmNodeIdT = SaUint32T
+
+
+class _SaClmConstants(Const):
+    SA_CLM_LOCAL_NODE_ID: int
+    SA_CLM_MAX_ADDRESS_LENGTH: int
+
+
+saClm = _SaClmConstants()
+
+# As a nodeId argument: the node the calling process runs on.
+saClm.SA_CLM_LOCAL_NODE_ID = 0xFFFFFFFF
+saClm.SA_CLM_MAX_ADDRESS_LENGTH = 64
+
+
+# --- Enumerations ---------------------------------------------------------------
+
+SaClmNodeAddressFamilyT = SaEnumT
+eSaClmNodeAddressFamilyT = Enumeration(
+    (
+        ("SA_CLM_AF_INET", 1),
+        ("SA_CLM_AF_INET6", 2),
+    )
+)
+
+# UNLOCK and SHUTDOWN are B.04: a B.01 handle never sees them.
+SaClmClusterChangesT = SaEnumT
+eSaClmClusterChangesT = Enumeration(
+    (
+        ("SA_CLM_NODE_NO_CHANGE", 1),
+        ("SA_CLM_NODE_JOINED", 2),
+        ("SA_CLM_NODE_LEFT", 3),
+        ("SA_CLM_NODE_RECONFIGURED", 4),
+        ("SA_CLM_NODE_UNLOCK", 5),
+        ("SA_CLM_NODE_SHUTDOWN", 6),
+    )
+)
+
+SaClmStateT = SaEnumT
+eSaClmStateT = Enumeration(
+    (
+        ("SA_CLM_CLUSTER_CHANGE_STATUS", 1),
+        ("SA_CLM_ADMIN_STATE", 2),
+    )
+)
+
+# pyosaf lists the first three; RESET and ACTION are in OpenSAF's saClm.h too.
+SaClmAdminOperationIdT = SaEnumT
+eSaClmAdminOperationIdT = Enumeration(
+    (
+        ("SA_CLM_ADMIN_UNLOCK", 1),
+        ("SA_CLM_ADMIN_LOCK", 2),
+        ("SA_CLM_ADMIN_SHUTDOWN", 3),
+        ("SA_CLM_ADMIN_RESET", 4),
+        ("SA_CLM_ADMIN_ACTION", 5),
+    )
+)
+
+SaClmAdminStateT = SaEnumT
+eSaClmAdminStateT = Enumeration(
+    (
+        ("SA_CLM_ADMIN_UNLOCKED", 1),
+        ("SA_CLM_ADMIN_LOCKED", 2),
+        ("SA_CLM_ADMIN_SHUTTING_DOWN", 3),
+    )
+)
+
+# B.03 only.
+SaClmAdditionalInfoIdT = SaEnumT
+eSaClmAdditionalInfoIdT = Enumeration((("SA_CLM_NODE_NAME", 1),))
+
+SaClmAdditionalInfoIdT_4 = SaEnumT
+eSaClmAdditionalInfoIdT_4 = Enumeration((("SA_CLM_ROOT_CAUSE_ENTITY", 1),))
+
+SaClmChangeStepT = SaEnumT
+eSaClmChangeStepT = Enumeration(
+    (
+        ("SA_CLM_CHANGE_VALIDATE", 1),
+        ("SA_CLM_CHANGE_START", 2),
+        ("SA_CLM_CHANGE_ABORTED", 3),
+        ("SA_CLM_CHANGE_COMPLETED", 4),
+    )
+)
+
+SaClmResponseT = SaEnumT
+eSaClmResponseT = Enumeration(
+    (
+        ("SA_CLM_CALLBACK_RESPONSE_OK", 1),
+        ("SA_CLM_CALLBACK_RESPONSE_REJECTED", 2),
+        ("SA_CLM_CALLBACK_RESPONSE_ERROR", 3),
+    )
+)
+
+SaClmNotificationMinorIdT = SaEnumT
+eSaClmNotificationMinorIdT = Enumeration(
+    (
+        ("SA_CLM_NTFID_NODE_JOIN", 0x065),
+        ("SA_CLM_NTFID_NODE_LEAVE", 0x066),
+        ("SA_CLM_NTFID_NODE_RECONFIG", 0x067),
+        ("SA_CLM_NTFID_NODE_ADMIN_STATE", 0x068),
+    )
+)
+
+
+# --- Structures -----------------------------------------------------------------
+
+
+class SaClmNodeAddressT(Structure):
+    """A node's communication address in text form: ``SaClmNodeAddressT(SA_CLM_AF_INET, '10.0.0.3')``.
+
+    ``length`` counts the significant bytes of ``value`` (at most
+    ``SA_CLM_MAX_ADDRESS_LENGTH``, 64); ``str(address)`` gives the text back.
+    """
+
+    family: int
+    length: int
+    value: bytes
+
+    _fields_ = (
+        ("family", SaClmNodeAddressFamilyT),
+        ("length", SaUint16T),
+        ("value", SaInt8T * saClm.SA_CLM_MAX_ADDRESS_LENGTH),
+    )
+
+    def __init__(self, family: int = 0, address: str | bytes = "") -> None:
+        raw = _encode(address, "SaClmNodeAddressT", saClm.SA_CLM_MAX_ADDRESS_LENGTH)
+        super().__init__(family, len(raw))
+        _store_bytes(self, "value", raw)
+
+    def __str__(self) -> str:
+        raw = _load_bytes(self, "value", self.length, saClm.SA_CLM_MAX_ADDRESS_LENGTH)
+        return raw.decode("utf-8", errors="replace")
+
+    def __repr__(self) -> str:
+        return f"SaClmNodeAddressT({self.family}, {str(self)!r})"
+
+
+class SaClmClusterNodeT(Structure):
+    """One cluster node as B.01.01-B.03.01 describe it.
+
+    ``member`` is an ``SaBoolT``; ``bootTimestamp`` is in nanoseconds;
+    ``initialViewNumber`` is the view number at which the node joined the
+    membership.
+    """
+
+    nodeId: int
+    nodeAddress: SaClmNodeAddressT
+    nodeName: SaNameT
+    member: int
+    bootTimestamp: int
+    initialViewNumber: int
+
+    _fields_ = (
+        ("nodeId", SaClmNodeIdT),
+        ("nodeAddress", SaClmNodeAddressT),
+        ("nodeName", SaNameT),
+        ("member", SaBoolT),
+        ("bootTimestamp", SaTimeT),
+        ("initialViewNumber", SaUint64T),
+    )
+
+
+class SaClmClusterNotificationT(Structure):
+    """One node of a track notification and how it changed (an ``SaClmClusterChangesT``)."""
+
+    clusterNode: SaClmClusterNodeT
+    clusterChange: int
+
+    _fields_ = (
+        ("clusterNode", SaClmClusterNodeT),
+        ("clusterChange", SaClmClusterChangesT),
+    )
+
+
+class SaClmClusterNotificationBufferT(Structure):
+    """``numberOfItems`` notifications at ``notification``, for view ``viewNumber``."""
+
+    viewNumber: int
+    numberOfItems: int
+    notification: _Pointer[SaClmClusterNotificationT]
+
+    _fields_ = (
+        ("viewNumber", SaUint64T),
+        ("numberOfItems", SaUint32T),
+        ("notification", POINTER(SaClmClusterNotificationT)),
+    )
+
+
+class SaClmClusterNodeT_4(Structure):
+    """One cluster node as B.04.01 describes it: ``SaClmClusterNodeT`` plus ``executionEnvironment``.
+
+    ``executionEnvironment`` is the DN of the PLM execution environment hosting
+    the node, empty (length 0) when there is none.
+    """
+
+    nodeId: int
+    nodeAddress: SaClmNodeAddressT
+    nodeName: SaNameT
+    executionEnvironment: SaNameT
+    member: int
+    bootTimestamp: int
+    initialViewNumber: int
+
+    _fields_ = (
+        ("nodeId", SaClmNodeIdT),
+        ("nodeAddress", SaClmNodeAddressT),
+        ("nodeName", SaNameT),
+        ("executionEnvironment", SaNameT),
+        ("member", SaBoolT),
+        ("bootTimestamp", SaTimeT),
+        ("initialViewNumber", SaUint64T),
+    )
+
+
+class SaClmClusterNotificationT_4(Structure):
+    """One node of a B.04 track notification and how it changed."""
+
+    clusterNode: SaClmClusterNodeT_4
+    clusterChange: int
+
+    _fields_ = (
+        ("clusterNode", SaClmClusterNodeT_4),
+        ("clusterChange", SaClmClusterChangesT),
+    )
+
+
+class SaClmClusterNotificationBufferT_4(Structure):
+    """``numberOfItems`` B.04 notifications at ``notification``, for view ``viewNumber``."""
+
+    viewNumber: int
+    numberOfItems: int
+    notification: _Pointer[SaClmClusterNotificationT_4]
+
+    _fields_ = (
+        ("viewNumber", SaUint64T),
+        ("numberOfItems", SaUint32T),
+        ("notification", POINTER(SaClmClusterNotificationT_4)),
+    )
+
+
+# --- Callback types -------------------------------------------------------------
+# Each is a ctypes.CFUNCTYPE type.  A field of a callbacks structure that was
+# never set holds a NULL function pointer: it is falsy, and calling it crashes
+# the process (ctypes calls address 0), so test it before calling.
+
+# B.01.01 - B.03.01
+SaClmClusterTrackCallbackT = CFUNCTYPE(
+    None,
+    POINTER(SaClmClusterNotificationBufferT),  # notificationBuffer
+    SaUint32T,  # numberOfMembers
+    SaAisErrorT,  # error
+)
+
+SaClmClusterNodeGetCallbackT = CFUNCTYPE(
+    None,
+    SaInvocationT,  # invocation
+    POINTER(SaClmClusterNodeT),  # clusterNode
+    SaAisErrorT,  # error
+)
+
+
+class SaClmCallbacksT(Structure):
+    """The callbacks a B.01.01 (or B.02.01) client registers with ``saClmInitialize``."""
+
+    saClmClusterNodeGetCallback: CFuncPtr
+    saClmClusterTrackCallback: CFuncPtr
+
+    _fields_ = (
+        ("saClmClusterNodeGetCallback", SaClmClusterNodeGetCallbackT),
+        ("saClmClusterTrackCallback", SaClmClusterTrackCallbackT),
+    )
+
+
+# B.03.01 only (deprecated by B.04).
+SaClmClusterNodeEvictionCallbackT = CFUNCTYPE(
+    None,
+    SaClmHandleT,  # clmHandle
+    SaInvocationT,  # invocation
+    SaClmAdminOperationIdT,  # operationId
+)
+
+
+class SaClmCallbacksT_3(Structure):
+    """The callbacks a B.03.01 client registers with ``saClmInitialize_3``."""
+
+    saClmClusterNodeGetCallback: CFuncPtr
+    saClmClusterTrackCallback: CFuncPtr
+    saClmClusterNodeEvictionCallback: CFuncPtr
+
+    _fields_ = (
+        ("saClmClusterNodeGetCallback", SaClmClusterNodeGetCallbackT),
+        ("saClmClusterTrackCallback", SaClmClusterTrackCallbackT),
+        ("saClmClusterNodeEvictionCallback", SaClmClusterNodeEvictionCallbackT),
+    )
+
+
+# B.04.01
+SaClmClusterNodeGetCallbackT_4 = CFUNCTYPE(
+    None,
+    SaInvocationT,  # invocation
+    POINTER(SaClmClusterNodeT_4),  # clusterNode
+    SaAisErrorT,  # error
+)
+
+SaClmClusterTrackCallbackT_4 = CFUNCTYPE(
+    None,
+    POINTER(SaClmClusterNotificationBufferT_4),  # notificationBuffer
+    SaUint32T,  # numberOfMembers
+    SaInvocationT,  # invocation: non-zero when saClmResponse_4 must answer
+    POINTER(SaNameT),  # rootCauseEntity
+    POINTER(saNtf.SaNtfCorrelationIdsT),  # correlationIds
+    SaClmChangeStepT,  # step
+    SaTimeT,  # timeSupervision
+    SaAisErrorT,  # error
+)
+
+
+class SaClmCallbacksT_4(Structure):
+    """The callbacks a B.04.01 client registers with ``saClmInitialize_4``."""
+
+    saClmClusterNodeGetCallback: CFuncPtr
+    saClmClusterTrackCallback: CFuncPtr
+
+    _fields_ = (
+        ("saClmClusterNodeGetCallback", SaClmClusterNodeGetCallbackT_4),
+        ("saClmClusterTrackCallback", SaClmClusterTrackCallbackT_4),
+    )
+
+
+# --- API functions: see pyclm.saf._api (wave 2) ---
