@@ -535,10 +535,8 @@ def hostile(draw: st.DrawFn) -> bytes:
     if kind == 3:
         return wire.encode_nack(sender, inc, view_id, draw(st.integers(0, 9)))
     if kind == 4:
-        reports = tuple(
-            wire.MemberReport(m.node_id, draw(st.integers(0, 5)), draw(st.integers(0, 5)), b"") for m in members
-        )
-        return wire.encode_install(sender, inc, view_id, reports)
+        entries = tuple(wire.InstallEntry(m.node_id, draw(st.integers(0, 5)), b"") for m in members)
+        return wire.encode_install(sender, inc, view_id, entries)
     if kind == 5:
         return wire.encode_leave(sender, inc)
     if kind == 6:

@@ -18,7 +18,7 @@ import pytest
 
 from pyclm import wire
 from pyclm.config import MembershipConfig
-from pyclm.core import Membership, initial_numbers
+from pyclm.core import MemberReport, Membership, initial_numbers, joined_numbers
 from pyclm.errors import UsageError
 from pyclm.events import ClmMessage, PrimaryFormed, PrimaryLost, ViewInstalled
 from pyclm.ids import Member, View, ViewId
@@ -66,19 +66,39 @@ def start_all(link: FakeLink, ids: range, quorum: QuorumConfig = FIVE) -> None:
 
 
 @pytest.mark.parametrize(
-    ("reports", "number", "expected"),
+    ("reports", "joined", "number", "initial"),
     [
-        ([(0, 0), (0, 0), (0, 0)], 4, (4, 4, 4)),  # the first primary: everyone joins
-        ([(3, 7), (3, 7), (0, 0)], 9, (3, 3, 9)),  # a new node joins a running membership
-        ([(3, 7), (3, 5), (3, 7)], 9, (3, 9, 3)),  # back from a minority: it left at 7
-        ([(3, 5), (3, 5)], 9, (3, 3)),  # no primary since 5 (or none with these nodes)
-        ([(0, 7), (2, 7)], 9, (9, 2)),  # a since of 0 with a last is no membership to keep
-        ([(5, 5)], 6, (5,)),  # alone and still primary
+        ([(0, 0), (0, 0), (0, 0)], (0, 0, 0), 4, (4, 4, 4)),  # the first primary: everyone joins
+        ([(3, 7), (3, 7), (0, 0)], (3, 3, 0), 9, (3, 3, 9)),  # a new node joins a running membership
+        ([(3, 7), (3, 5), (3, 7)], (3, 0, 3), 9, (3, 9, 3)),  # back from a minority: it left at 7
+        ([(3, 5), (3, 5)], (3, 3), 9, (3, 3)),  # no primary since 5 (or none with these nodes)
+        ([(0, 7), (2, 7)], (0, 2), 9, (9, 2)),  # a since of 0 with a last is no membership to keep
+        ([(5, 5)], (5,), 6, (5,)),  # alone and still primary
     ],
 )
-def test_initial_numbers_rule(reports: list[tuple[int, int]], number: int, expected: tuple[int, ...]) -> None:
-    full = tuple(wire.MemberReport(i, since, last, b"") for i, (since, last) in enumerate(reports))
-    assert initial_numbers(full, number) == expected
+def test_the_rule(
+    reports: list[tuple[int, int]], joined: tuple[int, ...], number: int, initial: tuple[int, ...]
+) -> None:
+    # The coordinator applies it to the ACK reports; every member reads the INSTALL.
+    assert joined_numbers([MemberReport(since, last, b"") for since, last in reports]) == joined
+    assert initial_numbers(joined, number) == initial
+
+
+def test_the_install_carries_what_the_coordinator_worked_out() -> None:
+    link = FakeLink()
+    start_all(link, range(1, 4))
+    link.run_until(2.0)
+    before = last_formed(link, 1)
+    link.start(4, quorum=FIVE)
+    link.run_until(4.0)
+    after = last_formed(link, 4)
+    assert after.view.view_id.coordinator == 1
+    sent = [m for m, _ in decoded(link.sent[1]) if isinstance(m, wire.Install) and m.view_id == after.view.view_id]
+    assert sent
+    assert all(m == sent[0] for m in sent)
+    joined = tuple(e.joined for e in sent[0].entries)
+    assert joined == (before.number, before.number, before.number, 0)  # 0: joins with this primary
+    assert after.initial == initial_numbers(joined, after.number)
 
 
 def test_initial_must_be_aligned_with_the_members() -> None:

@@ -25,3 +25,23 @@ def test_the_python_example_runs(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "ViewId(epoch=" in done.stdout
+
+
+def test_the_saf_example_runs(tmp_path: Path) -> None:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"## The SA Forum CLM API.*?```python\n(.*?)```", text, re.S)
+    assert match is not None
+    script = tmp_path / "saf_example.py"
+    script.write_text(match.group(1), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # The view numbers depend on how the cluster happened to form (two nodes first, or three).
+    assert [line.split(": ")[1] for line in lines] == [
+        "node 1 SA_CLM_NODE_NO_CHANGE",
+        "node 2 SA_CLM_NODE_NO_CHANGE",
+        "node 3 SA_CLM_NODE_NO_CHANGE",
+        "node 3 SA_CLM_NODE_SHUTDOWN",
+    ]
+    first, last = (int(line.split(":")[0].split()[1]) for line in (lines[0], lines[-1]))
+    assert last > first

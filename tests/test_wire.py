@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pyclm import wire
 from pyclm.config import MAX_CLUSTER_SIZE
 from pyclm.ids import MAX_INCARNATION, MAX_NODE_ID, Member, ViewId
+from pyclm.voting.sessions import Session, VotingState
 from pyclm.wire import (
     HEADER_SIZE,
     MAGIC,
@@ -27,8 +28,8 @@ from pyclm.wire import (
     Dropped,
     Heartbeat,
     Install,
+    InstallEntry,
     Leave,
-    MemberReport,
     MessageType,
     Nack,
     Propose,
@@ -58,6 +59,7 @@ REASONS = {
     "unsorted_members",
     "trailing_bytes",
     "zero_epoch",
+    "bad_varint",
     "bad_flags",
     "row_mismatch",
     "bad_coordinator",
@@ -99,7 +101,7 @@ SAMPLES: dict[MessageType, bytes] = {
     MessageType.ACK: wire.encode_ack(2, 9, ViewId(7, 1), 3, 6, b"state"),
     MessageType.NACK: wire.encode_nack(2, 9, ViewId(7, 1), 12),
     MessageType.INSTALL: wire.encode_install(
-        1, 5, ViewId(7, 1), (MemberReport(1, 3, 6, b""), MemberReport(2, 0, 0, b"ab"), MemberReport(4, 6, 6, b"xyz"))
+        1, 5, ViewId(7, 1), (InstallEntry(1, 3, b""), InstallEntry(2, 0, b"ab"), InstallEntry(4, 300, b"xyz"))
     ),
     MessageType.LEAVE: wire.encode_leave(3, 11),
     MessageType.PULL: wire.encode_pull(2, 9, True, ((1, 5, 3), (4, 1, 8))),
@@ -132,7 +134,7 @@ EXPECTED: dict[MessageType, object] = {
         "Install",
         ("Header", MessageType.INSTALL, 1, 5),
         ("ViewId", 7, 1),
-        (("MemberReport", 1, 3, 6, b""), ("MemberReport", 2, 0, 0, b"ab"), ("MemberReport", 4, 6, 6, b"xyz")),
+        (("InstallEntry", 1, 3, b""), ("InstallEntry", 2, 0, b"ab"), ("InstallEntry", 4, 300, b"xyz")),
     ),
     MessageType.LEAVE: ("Leave", ("Header", MessageType.LEAVE, 3, 11)),
     MessageType.PULL: ("Pull", ("Header", MessageType.PULL, 2, 9), True, ((1, 5, 3), (4, 1, 8))),
@@ -174,7 +176,7 @@ def test_heartbeat_without_view_or_row_round_trips() -> None:
 def test_empty_collections_round_trip() -> None:
     install = decode(wire.encode_install(1, 1, ViewId(1, 1), ()))
     assert isinstance(install, Install)
-    assert install.reports == ()
+    assert install.entries == ()
     pull = decode(wire.encode_pull(1, 1, False, ()))
     assert isinstance(pull, Pull)
     assert (pull.want_all, pull.versions) == (False, ())
@@ -282,9 +284,9 @@ def datagrams(draw: st.DrawFn) -> tuple[bytes, object]:
         return wire.encode_nack(sender, incarnation, view_id, max_epoch), ("Nack", h, plain(view_id), max_epoch)
     if kind is MessageType.INSTALL:
         epoch = draw(st.integers(1, 2**64 - 1))
-        reports = tuple(draw(st.lists(st.builds(MemberReport, node_ids, u64, u64, blobs), max_size=5)))
-        data = wire.encode_install(sender, incarnation, ViewId(epoch, sender), reports)
-        return data, ("Install", h, ("ViewId", epoch, sender), plain(reports))
+        installed = tuple(draw(st.lists(st.builds(InstallEntry, node_ids, u64, blobs), max_size=5)))
+        data = wire.encode_install(sender, incarnation, ViewId(epoch, sender), installed)
+        return data, ("Install", h, ("ViewId", epoch, sender), plain(installed))
     if kind is MessageType.LEAVE:
         return wire.encode_leave(sender, incarnation), ("Leave", h)
     if kind is MessageType.PULL:
@@ -405,9 +407,7 @@ def row_bytes(origin: int, incarnation: int, version: int, members: list[tuple[i
 BOUND_CASES: dict[str, Callable[[int], bytes]] = {
     "propose": lambda n: head(MessageType.PROPOSE) + struct.pack("!QH", 1, n) + entries(sorted_members(n)),
     "install": lambda n: (
-        head(MessageType.INSTALL)
-        + struct.pack("!QH", 1, n)
-        + b"".join(struct.pack("!IQQH", i, 0, 0, 0) for i in range(n))
+        head(MessageType.INSTALL) + struct.pack("!QH", 1, n) + b"".join(struct.pack("!IBH", i, 0, 0) for i in range(n))
     ),
     "pull": lambda n: (
         head(MessageType.PULL) + struct.pack("!BH", 0, n) + b"".join(struct.pack("!IQI", i, 1, 1) for i in range(n))
@@ -447,7 +447,7 @@ BLOB_CASES: dict[str, Callable[[int], bytes]] = {
     "ack": lambda n: head(MessageType.ACK) + struct.pack("!QIQQH", 1, 1, 2, 3, n) + b"s" * n,
     "quorum": lambda n: head(MessageType.QUORUM) + struct.pack("!QIH", 1, 1, n) + b"q" * n,
     "clm": lambda n: head(MessageType.CLM) + struct.pack("!QIH", 1, 1, n) + b"c" * n,
-    "install": lambda n: head(MessageType.INSTALL) + struct.pack("!QHIQQH", 1, 1, 1, 2, 3, n) + b"i" * n,
+    "install": lambda n: head(MessageType.INSTALL) + struct.pack("!QHIBH", 1, 1, 1, 2, n) + b"i" * n,
 }
 
 
@@ -571,13 +571,16 @@ def test_ack_layout_puts_since_and_last_between_the_view_id_and_the_state() -> N
     assert len(data) == HEADER_SIZE + 30 + 2
 
 
-def test_install_layout_carries_since_and_last_per_member() -> None:
-    reports = (MemberReport(1, 4, 9, b""), MemberReport(3, 0, 0, b"xy"))
-    data = wire.encode_install(1, 5, ViewId(10, 1), reports)
+def test_install_layout_carries_joined_per_member_as_a_varint() -> None:
+    entries = (InstallEntry(1, 4, b""), InstallEntry(3, 0, b"xy"), InstallEntry(5, 300, b""))
+    data = wire.encode_install(1, 5, ViewId(10, 1), entries)
     assert data[HEADER_SIZE:] == (
-        struct.pack("!QH", 10, 2) + struct.pack("!IQQH", 1, 4, 9, 0) + struct.pack("!IQQH", 3, 0, 0, 2) + b"xy"
-    )
-    assert len(data) == HEADER_SIZE + 10 + 2 * 22 + 2  # 26 + 22·n + the states
+        struct.pack("!QH", 10, 3)
+        + struct.pack("!I", 1) + b"\x04" + struct.pack("!H", 0)
+        + struct.pack("!I", 3) + b"\x00" + struct.pack("!H", 2) + b"xy"
+        + struct.pack("!I", 5) + b"\xac\x02" + struct.pack("!H", 0)
+    )  # fmt: skip
+    assert len(data) == 26 + (6 + 1) + (6 + 1 + 2) + (6 + 2)  # 26 + Σ(6 + vᵢ + sᵢ), v = the varint's bytes
 
 
 def test_clm_layout() -> None:
@@ -608,37 +611,111 @@ def test_ack_numbers_take_the_whole_u64_range() -> None:
     assert isinstance(ack, Ack) and (ack.since, ack.last) == (top, top)
 
 
-def install_bytes(count: int, *reports: bytes) -> bytes:
-    return head(MessageType.INSTALL) + struct.pack("!QH", 4, count) + b"".join(reports)
+def install_bytes(count: int, *entries: bytes) -> bytes:
+    return head(MessageType.INSTALL) + struct.pack("!QH", 4, count) + b"".join(entries)
+
+
+def entry(node_id: int, joined: bytes, length: int, state: bytes = b"") -> bytes:
+    """An INSTALL entry with ``joined`` as given (raw varint bytes, well-formed or not)."""
+    return struct.pack("!I", node_id) + joined + struct.pack("!H", length) + state
 
 
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (install_bytes(1), "truncated"),  # a report promised, none there
-        (install_bytes(1, struct.pack("!IQQ", 1, 2, 3)), "truncated"),  # no state length
-        (install_bytes(1, struct.pack("!IQ", 1, 2)), "truncated"),  # no last
-        (install_bytes(1, struct.pack("!IQQH", 1, 2, 3, 4) + b"abc"), "truncated"),  # state one byte short
-        (install_bytes(2, struct.pack("!IQQH", 1, 2, 3, 0)), "truncated"),  # the second report missing
-        (install_bytes(1, struct.pack("!IQQH", 1, 2, 3, 0) + b"\x00"), "trailing_bytes"),
-        (install_bytes(1, struct.pack("!IQQH", 1, 2, 3, 1) + b"ab"), "trailing_bytes"),
-        (install_bytes(2, struct.pack("!IQQH", 1, 2, 3, MAX_STATE + 1)), "blob_too_large"),
-        (install_bytes(MAX_CLUSTER_SIZE + 1, struct.pack("!IQQH", 1, 2, 3, 0)), "count_too_large"),
+        (install_bytes(1), "truncated"),  # an entry promised, none there
+        (install_bytes(1, struct.pack("!I", 1)), "truncated"),  # no joined
+        (install_bytes(1, struct.pack("!I", 1) + b"\x05"), "truncated"),  # no state length
+        (install_bytes(1, struct.pack("!I", 1) + b"\x85"), "truncated"),  # joined promises another byte
+        (install_bytes(1, struct.pack("!I", 1) + b"\xff" * 9), "truncated"),  # ... up to the tenth
+        (install_bytes(1, entry(1, b"\x02", 4, b"abc")), "truncated"),  # state one byte short
+        (install_bytes(2, entry(1, b"\x02", 0)), "truncated"),  # the second entry missing
+        (install_bytes(1, entry(1, b"\x02", 0) + b"\x00"), "trailing_bytes"),
+        (install_bytes(1, entry(1, b"\x02", 1, b"ab")), "trailing_bytes"),
+        (install_bytes(2, entry(1, b"\x02", MAX_STATE + 1)), "blob_too_large"),
+        (install_bytes(MAX_CLUSTER_SIZE + 1, entry(1, b"\x02", 0)), "count_too_large"),
+        (install_bytes(1, entry(1, b"\x80\x00", 0)), "bad_varint"),  # 0 in two bytes
+        (install_bytes(1, entry(1, b"\x85\x80\x00", 0)), "bad_varint"),  # 5 in three bytes
+        (install_bytes(1, entry(1, b"\xff" * 9 + b"\x02", 0)), "bad_varint"),  # 2**64
+        (install_bytes(1, entry(1, b"\xff" * 9 + b"\x7f", 0)), "bad_varint"),  # far above 2**64
+        (install_bytes(1, entry(1, b"\x80" * 10 + b"\x01", 0)), "bad_varint"),  # eleven bytes
+        (install_bytes(1, entry(1, b"\xff" * 64, 0)), "bad_varint"),  # no end in sight
     ],
     ids=[
-        "no-report",
+        "no-entry",
+        "no-joined",
         "no-length",
-        "no-last",
+        "joined-cut",
+        "joined-cut-at-ten",
         "short-state",
         "short-count",
         "trailing",
         "long-state-length",
         "blob-too-large",
         "too-many",
+        "overlong-zero",
+        "overlong",
+        "joined-2**64",
+        "joined-far-too-large",
+        "eleven-bytes",
+        "endless",
     ],
 )
 def test_hostile_installs_are_dropped(data: bytes, reason: str) -> None:
     assert decode(data) == Dropped(reason)
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (0, "00"),
+        (1, "01"),
+        (127, "7f"),
+        (128, "8001"),
+        (300, "ac02"),
+        (16383, "ff7f"),
+        (16384, "808001"),
+        (2**35 - 1, "ffffffff7f"),
+        (2**35, "808080808001"),
+        (2**42 - 1, "ffffffffff7f"),
+        (2**63, "80808080808080808001"),
+        (2**64 - 1, "ffffffffffffffffff01"),
+    ],
+)
+def test_varint_encoding(value: int, encoded: str) -> None:
+    raw = bytes.fromhex(encoded)
+    assert wire.encode_varint(value) == raw
+    install = decode(install_bytes(1, entry(7, raw, 0)))
+    assert isinstance(install, Install) and install.entries == (InstallEntry(7, value, b""),)
+
+
+@pytest.mark.parametrize("value", [-1, 2**64, 2**70])
+def test_varint_encoder_rejects_what_a_u64_cannot_hold(value: int) -> None:
+    with pytest.raises(ValueError, match="2\\*\\*64-1"):
+        wire.encode_varint(value)
+
+
+@SETTINGS
+@given(u64)
+def test_varint_length_is_one_byte_per_seven_bits(value: int) -> None:
+    assert len(wire.encode_varint(value)) == max(1, -(-value.bit_length() // 7))
+
+
+@SETTINGS
+@given(
+    st.binary(max_size=14) | u64.map(wire.encode_varint),
+    st.sampled_from([b"", b"\x00", b"\x00\x00", b"\x00\x01z", b"\x80\x00\x00"]),
+)
+def test_any_joined_bytes_decode_to_the_one_encoding_or_a_drop(joined: bytes, rest: bytes) -> None:
+    # Whatever follows the node id: a value whose shortest encoding is exactly the bytes
+    # read, or a drop with a reason; never an exception.
+    result = check_total(install_bytes(1, struct.pack("!I", 1) + joined + rest))
+    if isinstance(result, Install):
+        (only,) = result.entries
+        assert wire.encode_varint(only.joined) + struct.pack("!H", len(only.state)) + only.state == joined + rest
+    else:
+        assert isinstance(result, Dropped)
+        assert result.reason in {"truncated", "bad_varint", "trailing_bytes", "blob_too_large"}
 
 
 def test_clm_payload_length_must_match_the_bytes() -> None:
@@ -655,3 +732,52 @@ def test_a_version_1_datagram_is_dropped() -> None:
     # Version 1 had no membership numbers: a v1 ACK must not be misread as a v2 one.
     v1_ack = head(MessageType.ACK, 2, 9, version=1) + struct.pack("!QIH", 7, 1, 0)
     assert decode(v1_ack) == Dropped("bad_version")
+
+
+# ------------------------------------------------------------------ the UDP limits in docs/wire.md
+
+
+def largest_that_fits(build: Callable[[int], bytes], mtu: int) -> int:
+    n = 0
+    while len(build(n + 1)) <= mtu:
+        n += 1
+    return n
+
+
+def udp_members(n: int) -> tuple[Member, ...]:
+    return tuple(Member(i, MAX_INCARNATION - i) for i in range(1, n + 1))
+
+
+def udp_heartbeat(n: int, lease: bool = False) -> bytes:
+    ms = udp_members(n)
+    row = Row(origin=1, incarnation=ms[0].incarnation, version=2**32 - 2, entries=ms)
+    echoes = (9, (1,) * n) if lease else None
+    return wire.encode_heartbeat(1, ms[0].incarnation, ViewId(2**64 - 1, 1), row.version, 2**64 - 1, row, True, echoes)
+
+
+def udp_install(n: int, joined: int, state: Callable[[int], bytes] = lambda n: b"") -> bytes:
+    entries = tuple(InstallEntry(i, joined, state(n)) for i in range(1, n + 1))
+    return wire.encode_install(1, MAX_INCARNATION, ViewId(2**64 - 1, 1), entries)
+
+
+def ykd_state(n: int) -> bytes:
+    big = 2**64 - 1
+    return VotingState(session_number=big, last_primary=Session(big, tuple(range(1, n + 1))), last_formed=big).encode()
+
+
+@pytest.mark.parametrize(
+    ("build", "ipv4", "ipv6"),
+    [
+        (udp_heartbeat, 117, 116),
+        (lambda n: wire.encode_propose(1, 1, ViewId(2**64 - 1, 1), udp_members(n)), 120, 118),
+        (lambda n: udp_install(n, 0), 206, 203),  # everyone joins with this primary
+        (lambda n: udp_install(n, 2**35 - 1), 131, 129),  # joined takes 5 bytes
+        (lambda n: udp_install(n, 2**42 - 1), 120, 118),  # 6 bytes: still above the heartbeat
+        (lambda n: udp_heartbeat(n, lease=True), 100, 99),
+        (lambda n: udp_install(n, 2**35 - 1, ykd_state), 14, 14),
+    ],
+    ids=["heartbeat", "propose", "install-joined-0", "install-joined-2**35", "install-joined-2**42", "lease", "ykd"],
+)
+def test_the_documented_udp_limits(build: Callable[[int], bytes], ipv4: int, ipv6: int) -> None:
+    # docs/wire.md, "Maximum datagram size per transport": n that fits 1472 (IPv4) and 1452 (IPv6) bytes.
+    assert (largest_that_fits(build, 1472), largest_that_fits(build, 1452)) == (ipv4, ipv6)

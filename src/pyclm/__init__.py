@@ -2,15 +2,17 @@
 
 Numbered, agreed membership views; one primary component chosen by a quorum policy;
 a sans-IO core (:class:`Membership`) driven by an anyio runtime (:class:`Node`) or by
-the deterministic simulator (:mod:`pyclm.sim`).
+the deterministic simulator (:mod:`pyclm.sim`); SA Forum style cluster membership
+(:mod:`pyclm.clm`) that a Node reports through ``track()`` and its accessors.
 """
 
+from .clm import Change, ChangesLost, ClusterNode, MembershipChange, MembershipSnapshot
 from .config import MAX_CLUSTER_SIZE, ConnectivitySource, MembershipConfig, TimingConfig
 from .core import GROUP, Membership
 from .errors import ConfigError, PyclmError, UsageError
 from .events import ClmMessage, Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import Member, View, ViewId
-from .runtime import Node
+from .runtime import MembershipTrack, Node
 from .voting import QuorumConfig
 
 __version__ = "0.1.0"
@@ -18,13 +20,19 @@ __version__ = "0.1.0"
 __all__ = [
     "GROUP",
     "MAX_CLUSTER_SIZE",
+    "Change",
+    "ChangesLost",
     "ClmMessage",
+    "ClusterNode",
     "ConfigError",
     "ConnectivitySource",
     "Event",
     "Member",
     "Membership",
+    "MembershipChange",
     "MembershipConfig",
+    "MembershipSnapshot",
+    "MembershipTrack",
     "Node",
     "PrimaryFormed",
     "PrimaryLost",

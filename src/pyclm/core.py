@@ -52,11 +52,13 @@ Membership numbers.  The cluster membership is the primary component, numbered b
 primary number.  For SA Forum's *initialViewNumber* each life keeps two numbers, in
 memory only (a restart starts again from 0, 0): ``since``, the primary number at which
 it joined the membership, and ``last``, the number of the last primary it acted as a
-member of (0 = none).  Both ride on its ACK, and the INSTALL hands every member's on to
-all members, so every member of a view holds the same reports.  When the view becomes
-primary ``number``, :func:`initial_numbers` gives each member's initial number: a
-member of the newest primary among them keeps its ``since``; everyone else joins now.
-The node then sets ``last = number`` and ``since`` to its own initial number.
+member of (0 = none).  Both ride on its ACK.  The coordinator, holding every member's,
+applies the rule (:func:`joined_numbers`): a member of the newest primary among them
+keeps its ``since``; everyone else joins now (0).  The INSTALL carries that ``joined``
+per member, so every member of a view holds the same numbers.  When the view becomes
+primary ``number``, each member's initial number is its ``joined``, or ``number`` for
+0 (:func:`initial_numbers`).  The node then sets ``last = number`` and ``since`` to
+its own initial number.
 
 CLM messages.  :meth:`send_clm` carries opaque payloads of the CLM layer between
 members of the installed view; a member receives them as :class:`ClmMessage` events.
@@ -69,8 +71,10 @@ import json
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import attrs
 
 from . import wire
 from .config import ConnectivitySource, MembershipConfig
@@ -105,16 +109,37 @@ def _node_id(member: Member) -> int:
     return member.node_id
 
 
-def initial_numbers(reports: tuple[wire.MemberReport, ...], number: int) -> tuple[int, ...]:
-    """Each member's initial number when a view with these ACK reports becomes primary ``number``.
+@attrs.frozen
+class MemberReport:
+    """What a member says in its ACK (the coordinator: what it would say), see the module docstring."""
+
+    since: int
+    last: int
+    state: bytes
+
+
+def joined_numbers(reports: Sequence[MemberReport]) -> tuple[int, ...]:
+    """Each member's ``joined`` for the INSTALL, from the members' ACK reports: the rule.
 
     Only members of the newest primary any of them acted in (``last == Q``, the largest)
-    were in the membership until now: they keep the number they joined at.  Everyone
-    else (new, restarted, back from a minority) joins at ``number``, as does everyone
-    when none of them was in a primary before (``Q == 0``).
+    were in the membership until now: they keep ``since``, the number they joined at.
+    Everyone else (new, restarted, back from a minority) gets 0, "joins at the number
+    this view becomes primary with", as does everyone when none of them was in a
+    primary before (``Q == 0``).  A ``since`` of 0 stays 0: no membership to keep.
     """
     newest = max((r.last for r in reports), default=0)
-    return tuple(r.since if newest > 0 and r.last == newest and r.since > 0 else number for r in reports)
+    return tuple(r.since if newest > 0 and r.last == newest else 0 for r in reports)
+
+
+def initial_numbers(joined: Sequence[int], number: int) -> tuple[int, ...]:
+    """Each member's initial number when the view becomes primary ``number``: ``joined``, or ``number`` for 0."""
+    return tuple(j or number for j in joined)
+
+
+def _install_entries(members: tuple[Member, ...], reports: Sequence[MemberReport]) -> tuple[wire.InstallEntry, ...]:
+    """The INSTALL's entries for ``members`` with these ACK reports (in member order)."""
+    joined = joined_numbers(reports)
+    return tuple(wire.InstallEntry(m.node_id, j, r.state) for m, j, r in zip(members, joined, reports, strict=True))
 
 
 def _holds(members: tuple[Member, ...], node_id: int, incarnation: int) -> bool:
@@ -217,10 +242,10 @@ class Membership:
         # Membership numbers of this life (see the module docstring); never stored.
         self._since = 0
         self._last = 0
-        self._install_reports: tuple[wire.MemberReport, ...] = ()  # the installed view's, by member
+        self._install_entries: tuple[wire.InstallEntry, ...] = ()  # the installed view's, by member
         self._pending: View | None = None  # accepted, not yet installed
         self._proposal: View | None = None  # ours, as coordinator
-        self._acks: dict[int, wire.MemberReport] = {}
+        self._acks: dict[int, MemberReport] = {}
         self._stopped = False
         self._view_spent = False  # we dropped primary in this view: it needs replacing
         self._accepted_at = now  # when we first acked (or proposed) the accepted view id
@@ -829,7 +854,7 @@ class Membership:
         self._count("proposed")
         if len(component) == 1:
             self._proposal = None
-            self._install(view, (self._report(),), now)
+            self._install(view, _install_entries(component, (self._report(),)), now)
             return
         self._proposal = view
         self._acks = {self.node_id: self._report()}
@@ -901,9 +926,9 @@ class Membership:
     def _ack_state(self) -> bytes:
         return self._policy_bytes(self.policy.ack_state(), "ack state")
 
-    def _report(self) -> wire.MemberReport:
+    def _report(self) -> MemberReport:
         """What this node reports with its ack (the coordinator: for itself, in the INSTALL)."""
-        return wire.MemberReport(self.node_id, self._since, self._last, self._ack_state())
+        return MemberReport(self._since, self._last, self._ack_state())
 
     def _policy_bytes(self, data: bytes, what: str) -> bytes:
         """``data`` from the quorum policy, if it fits a message; too long is a policy bug."""
@@ -924,17 +949,18 @@ class Membership:
         if proposal is not None and ack.view_id == proposal.view_id:
             if not _holds(proposal.members, sender, ack.header.incarnation):
                 return
-            self._acks[sender] = wire.MemberReport(sender, ack.since, ack.last, ack.state)
+            self._acks[sender] = MemberReport(ack.since, ack.last, ack.state)
             if len(self._acks) == len(proposal.members):
-                reports = tuple(self._acks[m.node_id] for m in proposal.members)
+                reports = [self._acks[m.node_id] for m in proposal.members]
+                entries = _install_entries(proposal.members, reports)
                 self._proposal = None
-                install = wire.encode_install(self.node_id, self.incarnation, proposal.view_id, reports)
+                install = wire.encode_install(self.node_id, self.incarnation, proposal.view_id, entries)
                 for member in proposal.members[1:]:
                     self._datagrams.append((install, self._peers[member.node_id].addr))
-                self._install(proposal, reports, now)
+                self._install(proposal, entries, now)
         elif self.view is not None and ack.view_id == self.view.view_id:
             # The member missed our install message: send it again.
-            install = wire.encode_install(self.node_id, self.incarnation, ack.view_id, self._install_reports)
+            install = wire.encode_install(self.node_id, self.incarnation, ack.view_id, self._install_entries)
             self._datagrams.append((install, peer.addr))
         elif (
             ack.view_id.coordinator == self.node_id
@@ -959,18 +985,18 @@ class Membership:
         pending = self._pending
         if pending is None or install.view_id != pending.view_id:
             return
-        if tuple(r.node_id for r in install.reports) != pending.node_ids:
+        if tuple(e.node_id for e in install.entries) != pending.node_ids:
             self._count("rx_dropped_bad_install")
             return
-        self._install(pending, install.reports, now)
+        self._install(pending, install.entries, now)
         if self._lease is not None:
             self._lease_spoke(install.header.sender, None, now)  # it installed first
 
-    def _install(self, view: View, reports: tuple[wire.MemberReport, ...], now: float) -> None:
-        """Install ``view``; ``reports`` are its members' ACK reports, in member order."""
+    def _install(self, view: View, entries: tuple[wire.InstallEntry, ...], now: float) -> None:
+        """Install ``view``; ``entries`` are its INSTALL's, in member order."""
         previous = self.view
         self.view = view
-        self._install_reports = reports
+        self._install_entries = entries
         self._pending = None
         if self._proposal is None:
             self._retry_at = None
@@ -990,7 +1016,7 @@ class Membership:
         self._count("installed")
         if self._lease is not None:
             self._lease.view_installed(view.view_id, self._accepted_at)
-        self.policy.view_installed(view, {r.node_id: r.state for r in reports}, now)
+        self.policy.view_installed(view, {e.node_id: e.state for e in entries}, now)
         self._drain_policy(now)
         early, self._early = self._early, []
         for message in early:
@@ -1087,8 +1113,8 @@ class Membership:
                 return  # not confirmed yet: the next echo tries again
             self._lease_at = expiry
         # Every member computes the same numbers from the same INSTALL (the same view
-        # announced again after a lease expiry gets the same ones: the reports stay).
-        initial = initial_numbers(self._install_reports, number)
+        # announced again after a lease expiry gets the same ones: the entries stay).
+        initial = initial_numbers([e.joined for e in self._install_entries], number)
         self.primary_number = number
         self._since = initial[self._index_in(view)]
         self._last = number

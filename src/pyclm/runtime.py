@@ -5,27 +5,46 @@ Theory of operation
 A node owns ONE :class:`~pyclm.core.Membership` core, ONE transport and ONE storage,
 and follows aioquic's protocol pump.  A single *owner task* makes every call into the
 core; it takes its inputs from an inbox (datagrams, put there by the receive task, and
-API calls such as :meth:`Node.leave`) and from the core's one timer.  After every input
-it drains the core at once (no ``await`` between the call and the draining), then acts
-on the outputs in the order the core's contract asks for:
+API calls such as :meth:`Node.leave`) and from one timer.  After every input it drains
+the core at once (no ``await`` between the call and the draining), then acts on the
+outputs in the order the core's contract asks for:
 
 1. persist every storage write, one after the other, each complete before the next
    step (writes to any storage but :class:`~pyclm.storage.MemoryStorage` run in a
    worker thread, so the event loop keeps running meanwhile);
 2. send every datagram;
-3. publish every event: update :attr:`Node.view` and :attr:`Node.is_primary` and hand
-   the event to each subscriber of :meth:`Node.events`;
-4. re-arm the timer from :meth:`~pyclm.core.Membership.get_timer`.
+3. publish every event: update :attr:`Node.view` and :attr:`Node.is_primary`, hand the
+   event to each subscriber of :meth:`Node.events`, and feed it to the node's CLM layer
+   (:class:`~pyclm.clm.ClusterMembership`), in the core's order;
+4. deliver the CLM layer's changes (after firing its settle timer if that came due):
+   for each one, swap the membership snapshot the accessors read
+   (:meth:`Node.cluster_members` and the others), then hand the change to each
+   :meth:`Node.track` subscriber, then call each membership listener;
+5. re-arm the one timer at the earlier of the core's and the CLM layer's deadlines.
 
 So nothing that follows a write (a datagram, an event, the node's visible state) is
-seen before the write is durable.  With one owner and an inbox there is no lock.
+seen before the write is durable.  CLM changes come last because they are derived from
+the events: when a listener runs, :attr:`Node.view` and :attr:`Node.primary_number`
+already show the event that caused the change, and the membership accessors show the
+change itself.  Steps 3 and 4 have no ``await`` between them, so a tracker's snapshot
+and the changes after it never miss or repeat one.  With one owner and an inbox there is
+no lock.
+
+Threads: the membership accessors (:attr:`Node.view_number`, :attr:`Node.is_member`,
+:meth:`Node.cluster_members`, :meth:`Node.local_node`, :meth:`Node.cluster_node`,
+:meth:`Node.membership_snapshot`) may be called from any thread.  The owner task
+replaces one immutable :class:`~pyclm.clm.MembershipSnapshot` per change; readers only
+load that reference.  Listeners are added and removed under a lock, copy-on-write, so
+the owner task reads them without one.  Everything else is for the event loop's tasks.
 
 Time is ``anyio.current_time()``; the wall clock that seeds the incarnation is
 ``time.time_ns()``.  The core itself never reads a clock.
 
 Stopping: :meth:`Node.leave` (or leaving the ``async with`` block normally) tells the
 cluster and stops; :meth:`Node.abort` (or an exception out of the block) stops at once,
-which the cluster sees as a crash.  Either way the node closes its transport.
+which the cluster sees as a crash.  Either way the node closes its transport.  A
+graceful leave reports the local node SHUTDOWN, an abort reports it LEFT (if it was a
+member); then every tracker's iteration ends.
 """
 
 from __future__ import annotations
@@ -34,11 +53,12 @@ import enum
 import logging
 import math
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 import anyio
 import anyio.abc
@@ -47,9 +67,10 @@ import anyio.to_thread
 import attrs
 
 from ._taskgroups import exit_task_group
+from .clm import ChangesLost, ClusterMembership, ClusterNode, MembershipChange, MembershipSnapshot
 from .config import MembershipConfig
 from .core import Membership
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import View
 from .storage import MemoryStorage, Storage
@@ -62,6 +83,13 @@ log = logging.getLogger("pyclm.runtime")
 DEFAULT_INBOX_SIZE = 1024
 #: Events a subscriber may fall behind by before the oldest are dropped.
 DEFAULT_EVENT_BUFFER = 256
+#: Membership changes a tracker may fall behind by before the oldest are dropped.
+DEFAULT_TRACK_BUFFER = 256
+#: The default settle timeout of the CLM layer, in suspect timeouts (see :class:`Node`).
+SETTLE_SUSPECT_TIMEOUTS = 4
+
+ItemT = TypeVar("ItemT")
+MarkerT = TypeVar("MarkerT")
 
 
 @attrs.frozen(kw_only=True)
@@ -75,13 +103,28 @@ class EventsLost:
     count: int
 
 
-class EventSubscription:
-    """One subscriber's stream of a node's events: an async iterator; see :meth:`Node.events`."""
+class _BoundedStream(Generic[ItemT, MarkerT]):
+    """One subscriber's bounded buffer, read as an async iterator; the owner task fills it.
 
-    def __init__(self, node: Node, buffer: int) -> None:
-        self._node = node
+    ``first`` (if given) is yielded before anything else and does not count against
+    ``buffer``.  When ``buffer`` items wait and another comes, the oldest is dropped and
+    the next item yielded is ``lost(count)``, followed by the newer items.  The iteration
+    ends once the stream is ended and drained.  ``subscribers`` is the owner's set this
+    stream sits in; :meth:`close` takes it out.
+    """
+
+    def __init__(
+        self,
+        buffer: int,
+        lost: Callable[[int], MarkerT],
+        subscribers: set[Any],
+        first: ItemT | None = None,
+    ) -> None:
         self._buffer = buffer
-        self._queue: deque[Event] = deque()
+        self._lost_marker = lost
+        self._subscribers = subscribers
+        self._first = first
+        self._queue: deque[ItemT] = deque()
         self._lost = 0
         self._ended = False
         self._wake = anyio.Event()
@@ -89,12 +132,15 @@ class EventSubscription:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Event | EventsLost:
+    async def __anext__(self) -> ItemT | MarkerT:
         await anyio.lowlevel.checkpoint_if_cancelled()
         while True:
+            if self._first is not None:
+                first, self._first = self._first, None
+                return first
             if self._lost:
                 lost, self._lost = self._lost, 0
-                return EventsLost(count=lost)
+                return self._lost_marker(lost)
             if self._queue:
                 return self._queue.popleft()
             if self._ended:
@@ -104,10 +150,11 @@ class EventSubscription:
 
     def close(self) -> None:
         """Unsubscribe now: what is still buffered is discarded and the iteration ends."""
+        self._first = None
         self._queue.clear()
         self._lost = 0
         self._end()
-        self._node._subscriptions.discard(self)
+        self._subscribers.discard(self)
 
     def __enter__(self) -> Self:
         return self
@@ -115,16 +162,42 @@ class EventSubscription:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _put(self, event: Event) -> None:
+    def _put(self, item: ItemT) -> None:
         if len(self._queue) >= self._buffer:
             self._queue.popleft()
             self._lost += 1
-        self._queue.append(event)
+        self._queue.append(item)
         self._wake.set()
 
     def _end(self) -> None:
         self._ended = True
         self._wake.set()
+
+
+class EventSubscription(_BoundedStream[Event, EventsLost]):
+    """One subscriber's stream of a node's events: an async iterator; see :meth:`Node.events`."""
+
+    def __init__(self, node: Node, buffer: int) -> None:
+        super().__init__(buffer, lambda count: EventsLost(count=count), node._subscriptions)
+
+
+class MembershipTrack(_BoundedStream[MembershipSnapshot | MembershipChange, ChangesLost]):
+    """One tracker of a node's membership: an async iterator; see :meth:`Node.track`."""
+
+    def __init__(self, node: Node, buffer: int) -> None:
+        # Taken in the same step as the subscription: no change falls between the two.
+        first = node.membership_snapshot()
+        super().__init__(buffer, lambda count: ChangesLost(count=count), node._trackers, first)
+
+
+class _Listener:
+    """One registered membership listener; ``active`` goes False when it is removed."""
+
+    __slots__ = ("active", "fn")
+
+    def __init__(self, fn: Callable[[MembershipChange], None]) -> None:
+        self.fn = fn
+        self.active = True
 
 
 class _Call:
@@ -158,6 +231,25 @@ class Node:
     survives the process).  ``rng`` feeds the core's random choices (default: unseeded).
     If ``config.max_datagram`` exceeds ``transport.max_datagram`` the core is built with
     the transport's limit.
+
+    The node also reports SA Forum style cluster membership through its CLM layer
+    (:mod:`pyclm.clm`, docs/clm.md): :meth:`track`, :meth:`add_membership_listener`
+    and the accessors :attr:`view_number`, :attr:`is_member`, :meth:`cluster_members`,
+    :meth:`cluster_node`, :meth:`local_node`.  ``names`` maps node ids to the names it
+    reports (default ``"node<id>"``).  ``settle_timeout`` is how long, in seconds, the
+    local node stays in the reported membership while a view change is under way (no
+    primary has it) before it is reported LEFT.  None derives it from the timing:
+    ``SETTLE_SUSPECT_TIMEOUTS`` (4) x ``config.timing.suspect_timeout``, which is
+    :data:`pyclm.clm.DEFAULT_SETTLE_TIMEOUT` (2 s) at the default timing.  Why four: the
+    wait starts when the primary is lost; before a new primary takes this node back, the
+    failure detectors may need up to one suspect timeout to suspect the lost nodes (the
+    lease can run out first), the lease hold keeps this node out of views without its
+    former prober for up to one lease (shorter than a suspect timeout), the agreement
+    gathers rows and runs its rounds (settle delays, each shorter than a suspect timeout,
+    plus message delays), and the new primary waits about one heartbeat interval for its
+    lease.  Four suspect timeouts cover each step once, with room to spare.  A shorter
+    one reports a minority node out sooner, but a member whose view change is slow then
+    reports itself LEFT and JOINED again.
     """
 
     def __init__(
@@ -169,11 +261,22 @@ class Node:
         rng: random.Random | None = None,
         *,
         inbox_size: int = DEFAULT_INBOX_SIZE,
+        names: Mapping[int, str] | None = None,
+        settle_timeout: float | None = None,
     ) -> None:
         if not isinstance(transport, Transport):
             raise TypeError(f"transport must implement pyclm.transports.Transport, got {type(transport).__name__}")
         if inbox_size < 1:
             raise ValueError(f"inbox_size must hold at least one datagram, got {inbox_size!r}")
+        if settle_timeout is None:
+            settle_timeout = SETTLE_SUSPECT_TIMEOUTS * config.timing.suspect_timeout
+        elif (
+            not isinstance(settle_timeout, int | float)
+            or isinstance(settle_timeout, bool)
+            or not math.isfinite(settle_timeout)
+            or settle_timeout <= 0
+        ):
+            raise ConfigError("settle_timeout", f"must be a positive number of seconds, got {settle_timeout!r}")
         if config.max_datagram > transport.max_datagram:
             config = attrs.evolve(config, max_datagram=transport.max_datagram)
         self.config = config
@@ -182,14 +285,24 @@ class Node:
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self._rng = rng if rng is not None else random.Random()
         self._inbox_size = inbox_size
+        self.names: Mapping[int, str] = dict(names) if names is not None else {}
+        #: Seconds the local node stays a member without a primary (see the class docstring).
+        self.settle_timeout = float(settle_timeout)
         self._storage_blocks = not isinstance(self.storage, MemoryStorage)
         self._phase = _Phase.NEW
         self._core: Membership | None = None
         self._view: View | None = None
         self._primary_number: int | None = None
         self._inbox: deque[tuple[bytes, Any] | _Call] = deque()
-        self._timer_at: float | None = None
+        self._timer_at: float | None = None  # the earlier of the two below
+        self._core_timer_at: float | None = None
         self._subscriptions: set[EventSubscription] = set()
+        # The CLM layer (created with the core), what its accessors read, and its subscribers.
+        self._clm: ClusterMembership | None = None
+        self._membership = MembershipSnapshot(view_number=0, members=(), local=None)
+        self._trackers: set[MembershipTrack] = set()
+        self._listeners: tuple[_Listener, ...] = ()
+        self._listeners_lock = threading.Lock()
         self._dropped_inbox_full = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         # Created on entry (they need a running event loop).
@@ -254,6 +367,41 @@ class Node:
             out["rx_dropped_inbox_full"] = self._dropped_inbox_full
         return out
 
+    # ------------------------------------------------------------------ cluster membership (any thread)
+
+    @property
+    def view_number(self) -> int:
+        """The cluster membership's view number: the number of the last primary this node
+        reported (0 before any).  Unlike :attr:`primary_number` it stays while a view change
+        is under way and after this node is reported out."""
+        return self._membership.view_number
+
+    @property
+    def is_member(self) -> bool:
+        """Whether the local node is in the cluster membership as last reported.
+
+        It stays True during a view change, up to the settle timeout; for fencing use
+        :attr:`is_primary` and :attr:`fencing_token`.
+        """
+        return self._membership.is_member
+
+    def cluster_members(self) -> tuple[ClusterNode, ...]:
+        """The members, ascending by id; empty while the local node is not a member."""
+        return self._membership.members
+
+    def local_node(self) -> ClusterNode | None:
+        """The local node's record (``member`` says whether it is in); None before the node started."""
+        return self._membership.local
+
+    def cluster_node(self, node_id: int) -> ClusterNode | None:
+        """The member ``node_id``; the local node also when it is not a member; else None."""
+        return self._membership.node(node_id)
+
+    def membership_snapshot(self) -> MembershipSnapshot:
+        """The view number, members and local node as one value (read together, they can
+        straddle a change when another thread reads them one by one)."""
+        return self._membership
+
     def __repr__(self) -> str:
         view = self._view.view_id if self._view is not None else None
         return f"<Node {self.node_id} {self._phase.value} view={view} primary={self._primary_number}>"
@@ -279,6 +427,60 @@ class Node:
         else:
             self._subscriptions.add(subscription)
         return subscription
+
+    def track(self, buffer: int = DEFAULT_TRACK_BUFFER) -> MembershipTrack:
+        """Track the cluster membership: ``async for item in node.track():``.
+
+        Yields first a :class:`~pyclm.clm.MembershipSnapshot` of the membership now, then
+        every :class:`~pyclm.clm.MembershipChange` after it, in order, none missed or
+        repeated.  Each tracker buffers up to ``buffer`` changes: when it is full the
+        oldest is dropped and the next item yielded is a :class:`~pyclm.clm.ChangesLost`
+        marker with the count (the snapshot is never dropped).  The iteration ends when
+        the node stops, after the last change (the local node SHUTDOWN after a graceful
+        leave, LEFT after an abort).  ``with node.track() as changes:`` unsubscribes on
+        the way out.  Call it from the node's event loop.
+        """
+        if buffer < 1:
+            raise ValueError(f"buffer must hold at least one change, got {buffer!r}")
+        track = MembershipTrack(self, buffer)
+        if self._phase is _Phase.STOPPED:
+            track._end()
+        else:
+            self._trackers.add(track)
+        return track
+
+    def add_membership_listener(self, fn: Callable[[MembershipChange], None]) -> Callable[[], None]:
+        """Call ``fn(change)`` for every later membership change; returns the function that removes it.
+
+        ``fn`` runs on the node's event loop, synchronously, right after the change is
+        produced and the accessors show it, in order; it must not block.  An exception
+        from it is logged (logger ``pyclm.runtime``) and does not stop the node or the
+        other listeners.  Adding and removing work from any thread; removing is
+        idempotent, and once it returns no new call of ``fn`` starts (one the loop is
+        already making may still finish).  A listener added from another thread while a
+        change is being delivered may miss that change, but then the accessors already
+        show it: read them after adding, and use the view numbers to drop a change seen
+        twice.
+        """
+        listener = _Listener(fn)
+        with self._listeners_lock:
+            self._listeners = (*self._listeners, listener)
+
+        def remove() -> None:
+            with self._listeners_lock:
+                listener.active = False
+                self._listeners = tuple(entry for entry in self._listeners if entry is not listener)
+
+        return remove
+
+    async def get_node(self, node_id: int) -> ClusterNode | None:
+        """:meth:`cluster_node` for async callers (``saClmClusterNodeGetAsync``'s shape).
+
+        The answer is the membership as last reported; it does not wait for a view change
+        under way.  It is a checkpoint: cancellation is honoured here.
+        """
+        await anyio.lowlevel.checkpoint()
+        return self.cluster_node(node_id)
 
     async def wait_for(self, predicate: Callable[[], object], timeout: float | None = None) -> None:
         """Return once ``predicate()`` is true; it is re-checked after every input this node handles.
@@ -351,6 +553,14 @@ class Node:
             now=anyio.current_time(),
             rng=self._rng,
         )
+        self._clm = ClusterMembership(
+            self.node_id,
+            names=self.names,
+            address_of=self._address_of,
+            incarnation=self._core.incarnation,
+            settle_timeout=self.settle_timeout,
+        )
+        self._membership = self._clm.snapshot()
         self._scope = anyio.CancelScope()
         self._receive_scope = anyio.CancelScope()
         self._wake = anyio.Event()
@@ -405,6 +615,13 @@ class Node:
         for subscription in self._subscriptions:
             subscription._end()
         self._subscriptions.clear()
+        clm = self._clm
+        assert clm is not None
+        clm.handle_abort()  # after a graceful leave it already reported SHUTDOWN: nothing more
+        self._deliver_changes(anyio.current_time())
+        for track in self._trackers:
+            track._end()
+        self._trackers.clear()
         for item in self._inbox:
             if isinstance(item, _Call):
                 item.done.set()
@@ -439,23 +656,27 @@ class Node:
             timer_at = self._timer_at
             now = anyio.current_time()
             if timer_at is not None and not core.stopped and now >= timer_at:
-                core.handle_timer(now)
-                await self._pump()
+                if self._core_timer_at is not None and now >= self._core_timer_at:
+                    core.handle_timer(now)
+                await self._pump()  # also fires the CLM layer's timer if that one is due
             elif not inbox and not core.stopped:
                 self._wake = anyio.Event()
                 with anyio.CancelScope(deadline=math.inf if timer_at is None else timer_at):
                     await self._wake.wait()
 
     async def _pump(self) -> None:
-        """Drain the core (no await in between), then persist, send, publish, re-arm: in that order."""
+        """Drain the core (no await in between), then persist, send, publish, deliver the
+        membership changes and re-arm: in that order (see the module docstring)."""
         core = self._core
-        assert core is not None
+        clm = self._clm
+        assert core is not None and clm is not None
         writes = core.writes_to_persist()
         datagrams = core.datagrams_to_send()
         events: list[Event] = []
         while (event := core.next_event()) is not None:
             events.append(event)
-        timer_at = core.get_timer()
+        core_timer_at = core.get_timer()
+        drained_at = anyio.current_time()  # the CLM layer's "now" for these events
         for write in writes:
             await self._storage_call(self.storage.write, write.key, write.data)
         try:
@@ -466,11 +687,17 @@ class Node:
             self.abort()
             await anyio.sleep_forever()  # the abort's cancellation lands here
         for event in events:
-            self._publish(event)
-        self._timer_at = timer_at
+            self._publish(event, drained_at)
+        self._deliver_changes(anyio.current_time())
+        self._core_timer_at = core_timer_at
+        clm_timer_at = clm.get_timer()
+        if core_timer_at is None or clm_timer_at is None:
+            self._timer_at = core_timer_at if clm_timer_at is None else clm_timer_at
+        else:
+            self._timer_at = min(core_timer_at, clm_timer_at)
         self._notify()
 
-    def _publish(self, event: Event) -> None:
+    def _publish(self, event: Event, now: float) -> None:
         if isinstance(event, ViewInstalled):
             self._view = event.view
             self._primary_number = None
@@ -480,6 +707,31 @@ class Node:
             self._primary_number = None
         for subscription in self._subscriptions:
             subscription._put(event)
+        assert self._clm is not None
+        self._clm.handle_event(event, now)
+
+    def _deliver_changes(self, now: float) -> None:
+        """Fire the CLM layer's timer if due, then hand out its changes: for each, swap the
+        snapshot the accessors read, then trackers, then listeners.  No await: a tracker
+        created in between could otherwise miss a change or see one twice."""
+        clm = self._clm
+        assert clm is not None
+        deadline = clm.get_timer()
+        if deadline is not None and now >= deadline:
+            clm.handle_timer(now)
+        while (change := clm.next_change()) is not None:
+            self._membership = MembershipSnapshot.after(change)
+            for track in self._trackers:
+                track._put(change)
+            for listener in self._listeners:
+                if not listener.active:
+                    continue  # removed (from another thread) after this loop began
+                try:
+                    listener.fn(change)
+                except Exception:
+                    log.exception(
+                        "node %d: membership listener %r raised; it stays registered", self.node_id, listener.fn
+                    )
 
     async def _receive_loop(self) -> None:
         """Move datagrams from the transport to the inbox (dropping them when it is full)."""
@@ -518,6 +770,14 @@ class Node:
             return await anyio.to_thread.run_sync(fn, *args)
         return fn(*args)
 
+    def _address_of(self, node_id: int) -> str | None:
+        """The address the CLM layer reports for ``node_id``: the transport's own for the
+        local node, the one the core last heard the node from for the others."""
+        if node_id == self.node_id:
+            return address_text(getattr(self.transport, "address", None))
+        assert self._core is not None
+        return address_text(self._core.peer_address(node_id))
+
     def _notify(self) -> None:
         changed = self._changed
         if changed is not None and changed.statistics().tasks_waiting:
@@ -527,3 +787,14 @@ class Node:
     def _require_started(self) -> None:
         if self._phase is _Phase.NEW:
             raise UsageError("start the node first: `async with Node(...) as node:`")
+
+
+def address_text(address: object) -> str | None:
+    """A transport address as the CLM layer reports it: ``host:port`` (``[host]:port`` for
+    IPv6) for socket addresses, ``str()`` of anything else, None for None."""
+    if address is None:
+        return None
+    if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[0], str):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)

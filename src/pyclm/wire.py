@@ -9,11 +9,12 @@ Every datagram starts with a 16-byte header::
     incarnation u64 the sender's incarnation
 
 followed by a body whose layout depends on the type (``docs/wire.md`` has the tables).
-All integers are big-endian.  Every count is bounded by ``MAX_CLUSTER_SIZE`` and every
-byte string by ``MAX_STATE``; a datagram must be consumed exactly.  :func:`decode`
-returns a message, or a :class:`Dropped` naming the reason: it never raises, whatever
-the bytes.  Decoded messages are immutable and cached by content, so a datagram
-multicast to many cores in one process is parsed once.
+Fixed-size integers are big-endian; the one variable-length integer (an INSTALL entry's
+``joined``) is an unsigned LEB128 varint.  Every count is bounded by
+``MAX_CLUSTER_SIZE`` and every byte string by ``MAX_STATE``; a datagram must be
+consumed exactly.  :func:`decode` returns a message, or a :class:`Dropped` naming the
+reason: it never raises, whatever the bytes.  Decoded messages are immutable and cached
+by content, so a datagram multicast to many cores in one process is parsed once.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ _ACK_HEAD = struct.Struct("!QIQQH")  # view id, since, last, state length
 _NACK = struct.Struct("!QIQ")
 _ROW_HEAD = struct.Struct("!IQIH")
 _VERSION_ENTRY = struct.Struct("!IQI")
-_REPORT_HEAD = struct.Struct("!IQQH")  # node id, since, last, state length
+_NODE = struct.Struct("!I")
+#: The longest varint: 10 bytes of 7 bits hold any u64.
+_VARINT_MAX = 10
 
 HEADER_SIZE = _HEADER.size
 
@@ -161,11 +164,12 @@ class Propose:
 
 @attrs.frozen
 class Ack:
-    """A member accepts proposal ``view_id`` and reports what the install hands on.
+    """A member accepts proposal ``view_id`` and reports its membership numbers and quorum state.
 
-    ``since`` and ``last`` are the acker's CLM data for its current life (0 = none):
-    the primary number at which it became a member of the membership, and the number
-    of the last primary it acted as a member of (see :mod:`pyclm.core`).
+    ``since`` and ``last`` are the acker's membership numbers for its current life (0 =
+    none): the primary number at which it became a member of the membership, and the
+    number of the last primary it acted as a member of (see :mod:`pyclm.core`).  The
+    coordinator turns every member's into its ``joined`` in the INSTALL.
     """
 
     header: Header
@@ -183,12 +187,17 @@ class Nack:
 
 
 @attrs.frozen
-class MemberReport:
-    """What one member said in its ACK, as the INSTALL hands it on to every member."""
+class InstallEntry:
+    """One member's entry in an INSTALL.
+
+    ``joined`` is the primary number at which the member joined the membership, as the
+    coordinator worked it out from every member's ACK (:func:`pyclm.core.joined_numbers`);
+    0 means it joins at the number this view becomes primary with.  ``state`` is the
+    quorum state from its ACK.
+    """
 
     node_id: int
-    since: int
-    last: int
+    joined: int
     state: bytes
 
 
@@ -197,7 +206,7 @@ class Install:
     header: Header
     view_id: ViewId
     #: One per member of the view, ascending by node id (the core checks that).
-    reports: tuple[MemberReport, ...]
+    entries: tuple[InstallEntry, ...]
 
 
 @attrs.frozen
@@ -307,12 +316,27 @@ def encode_nack(sender: int, incarnation: int, view_id: ViewId, max_epoch: int) 
     return _head(MessageType.NACK, sender, incarnation) + _NACK.pack(view_id.epoch, view_id.coordinator, max_epoch)
 
 
-def encode_install(sender: int, incarnation: int, view_id: ViewId, reports: tuple[MemberReport, ...]) -> bytes:
-    parts = [_head(MessageType.INSTALL, sender, incarnation), _EPOCH.pack(view_id.epoch), _U16.pack(len(reports))]
-    for report in reports:
-        parts.append(_REPORT_HEAD.pack(report.node_id, report.since, report.last, len(report.state)))
-        parts.append(report.state)
+def encode_install(sender: int, incarnation: int, view_id: ViewId, entries: tuple[InstallEntry, ...]) -> bytes:
+    parts = [_head(MessageType.INSTALL, sender, incarnation), _EPOCH.pack(view_id.epoch), _U16.pack(len(entries))]
+    for entry in entries:
+        parts += (_NODE.pack(entry.node_id), encode_varint(entry.joined), _U16.pack(len(entry.state)), entry.state)
     return b"".join(parts)
+
+
+def encode_varint(value: int) -> bytes:
+    """``value`` (a u64) as an unsigned LEB128 varint, in its shortest form: 1 to 10 bytes.
+
+    7 bits a byte, least significant first; the high bit says another byte follows.
+    Numbers below 2**35 take at most 5 bytes.
+    """
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"a varint holds 0 to 2**64-1, not {value}")
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def encode_leave(sender: int, incarnation: int) -> bytes:
@@ -401,6 +425,23 @@ class _Reader:
         self.pos = end
         return out
 
+    def varint(self) -> int:
+        """An unsigned LEB128 varint: below 2**64 and in its shortest form, else malformed."""
+        data, pos = self.data, self.pos
+        value = 0
+        for i in range(_VARINT_MAX):
+            if pos + i >= len(data):
+                raise _Malformed("truncated")
+            byte = data[pos + i]
+            value |= (byte & 0x7F) << (7 * i)
+            if byte < 0x80:
+                # A last byte of 0 after others is padding: each value has one encoding.
+                if (byte == 0 and i > 0) or value >= 1 << 64:
+                    raise _Malformed("bad_varint")
+                self.pos = pos + i + 1
+                return value
+        raise _Malformed("bad_varint")  # more than 10 bytes
+
     def members(self, n: int) -> tuple[Member, ...]:
         end = self.pos + n * _ENTRY.size
         if end > len(self.data):
@@ -468,11 +509,13 @@ def _body(header: Header, r: _Reader) -> Message:
         return Nack(header, _view_id(epoch, coord), max_epoch)
     if kind is MessageType.INSTALL:
         (epoch,) = r.take(_EPOCH)
-        reports = []
+        entries = []
         for _ in range(r.count()):
-            node_id, since, last, length = r.take(_REPORT_HEAD)
-            reports.append(MemberReport(node_id, since, last, r.blob(length)))
-        return Install(header, _view_id(epoch, header.sender), tuple(reports))
+            (node_id,) = r.take(_NODE)
+            joined = r.varint()
+            (length,) = r.take(_U16)
+            entries.append(InstallEntry(node_id, joined, r.blob(length)))
+        return Install(header, _view_id(epoch, header.sender), tuple(entries))
     if kind is MessageType.LEAVE:
         return Leave(header)
     if kind is MessageType.PULL:

@@ -8,15 +8,25 @@ both read membership from here.  See ``docs/clm.md``.
 """
 
 from .membership import DEFAULT_SETTLE_TIMEOUT, ClusterMembership
-from .model import Change, ClusterNode, MembershipChange, Notification, NotificationBuffer
+from .model import (
+    Change,
+    ChangesLost,
+    ClusterNode,
+    MembershipChange,
+    MembershipSnapshot,
+    Notification,
+    NotificationBuffer,
+)
 from .tracking import TrackMode, track_changes, track_current
 
 __all__ = [
     "DEFAULT_SETTLE_TIMEOUT",
     "Change",
+    "ChangesLost",
     "ClusterMembership",
     "ClusterNode",
     "MembershipChange",
+    "MembershipSnapshot",
     "Notification",
     "NotificationBuffer",
     "TrackMode",

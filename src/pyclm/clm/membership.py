@@ -42,7 +42,7 @@ import attrs
 from ..errors import ConfigError
 from ..events import ClmMessage, Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from ..ids import Member, find
-from .model import ClusterNode, MembershipChange
+from .model import ClusterNode, MembershipChange, MembershipSnapshot
 
 DEFAULT_SETTLE_TIMEOUT = 2.0
 """Seconds the local node stays in the membership without a primary (four suspect
@@ -126,6 +126,10 @@ class ClusterMembership:
         """The local node (``member`` says whether it is in); None before its life is known."""
         return self._local
 
+    def snapshot(self) -> MembershipSnapshot:
+        """The membership as reported now, as one value (``members`` is empty while out)."""
+        return MembershipSnapshot(view_number=self._view_number, members=self.members(), local=self._local)
+
     def next_change(self) -> MembershipChange | None:
         """The oldest change not handed out yet, or None."""
         return self._changes.popleft() if self._changes else None
@@ -159,6 +163,17 @@ class ClusterMembership:
         if deadline is None or now < deadline:
             return
         self._report_out(shutdown=False)
+
+    def handle_abort(self) -> None:
+        """The local node stopped without leaving (its runtime aborted; the others see a crash).
+
+        If it was a member it is reported LEFT at once, as the others will report it;
+        nothing is reported after this.  Drain :meth:`next_change` afterwards.
+        """
+        if self._stopped:
+            return
+        self._report_out(shutdown=False)
+        self._stopped = True
 
     # ------------------------------------------------------------------ transitions
 

@@ -91,3 +91,45 @@ class NotificationBuffer:
     view_number: int
     notifications: tuple[Notification, ...]
     number_of_members: int
+
+
+@attrs.frozen(kw_only=True)
+class MembershipSnapshot:
+    """The membership as this node reports it at one instant: what a tracker starts from.
+
+    ``members`` is ascending by id and empty while the local node is not a member;
+    ``local`` is the local node's record (``member`` says whether it is in), None before
+    its life is known.  After a :class:`MembershipChange` the snapshot is that change's
+    ``view_number``, ``members`` and ``local`` (:meth:`after`).
+    """
+
+    view_number: int
+    members: tuple[ClusterNode, ...]
+    local: ClusterNode | None
+
+    @classmethod
+    def after(cls, change: MembershipChange) -> MembershipSnapshot:
+        """The membership as ``change`` leaves it."""
+        return cls(view_number=change.view_number, members=change.members, local=change.local)
+
+    @property
+    def is_member(self) -> bool:
+        """Whether the local node is in the membership."""
+        return self.local is not None and self.local.member
+
+    def node(self, node_id: int) -> ClusterNode | None:
+        """The member ``node_id``; the local node also when it is not a member; else None."""
+        if self.local is not None and node_id == self.local.node_id:
+            return self.local
+        return next((n for n in self.members if n.node_id == node_id), None)
+
+
+@attrs.frozen(kw_only=True)
+class ChangesLost:
+    """Stands in for ``count`` membership changes a slow tracker did not take in time.
+
+    The lost changes are the oldest ones that were waiting: every change after the marker
+    is newer.  Read the current membership (``Node.cluster_members()``) to catch up.
+    """
+
+    count: int

@@ -14,7 +14,7 @@ import enum
 from collections.abc import Iterable
 
 from .membership import ClusterMembership
-from .model import Change, ClusterNode, MembershipChange, Notification, NotificationBuffer
+from .model import Change, ClusterNode, MembershipChange, MembershipSnapshot, Notification, NotificationBuffer
 
 
 class TrackMode(enum.Enum):
@@ -24,22 +24,25 @@ class TrackMode(enum.Enum):
     CHANGES_ONLY = "changes_only"
 
 
-def track_current(membership: ClusterMembership, *, local: bool = False) -> NotificationBuffer:
+def track_current(membership: ClusterMembership | MembershipSnapshot, *, local: bool = False) -> NotificationBuffer:
     """The answer to ``SA_TRACK_CURRENT`` (``local``: with ``SA_TRACK_LOCAL``).
 
-    A member node lists every member, NO_CHANGE (only itself with ``local``).  A node
-    outside the membership lists only itself, LEFT with ``member`` False, as OpenSAF's
-    server answers (SA Forum B.04 3.5.1: a non-member sees only its own node).  Before the
-    local node's life is known (no ``incarnation`` given, no view yet) the list is empty.
+    ``membership`` is the layer itself or a :class:`MembershipSnapshot` of it (what
+    ``pyclm.Node.membership_snapshot()`` gives, from any thread).  A member node lists
+    every member, NO_CHANGE (only itself with ``local``).  A node outside the membership
+    lists only itself, LEFT with ``member`` False, as OpenSAF's server answers (SA Forum
+    B.04 3.5.1: a non-member sees only its own node).  Before the local node's life is
+    known (no ``incarnation`` given, no view yet) the list is empty.
     """
-    me = membership.local_node()
-    if not membership.is_member:
+    snapshot = membership.snapshot() if isinstance(membership, ClusterMembership) else membership
+    me = snapshot.local
+    if not snapshot.is_member:
         entries = () if me is None else (Notification(node=me, change=Change.LEFT),)
-        return NotificationBuffer(view_number=membership.view_number, notifications=entries, number_of_members=0)
-    members = membership.members()
+        return NotificationBuffer(view_number=snapshot.view_number, notifications=entries, number_of_members=0)
+    members = snapshot.members
     shown = (me,) if local and me is not None else members
     return NotificationBuffer(
-        view_number=membership.view_number,
+        view_number=snapshot.view_number,
         notifications=tuple(Notification(node=n, change=Change.NO_CHANGE) for n in shown),
         number_of_members=len(members),
     )

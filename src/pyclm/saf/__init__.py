@@ -1,17 +1,30 @@
 """The SA Forum CLM API on pyclm, with the module and names of OpenSAF's pyosaf bindings.
 
 A program written against pyosaf (``from pyosaf import saAis, saClm``) runs on
-pyclm when its import becomes ``from pyclm.saf import saAis, saClm``.  See
-docs/saf.md for what is supported, the versions (B.01.01 and B.04.01) and where
-pyclm's membership differs from OpenSAF's.
+pyclm when its import becomes ``from pyclm.saf import saAis, saClm``, and the process
+names the node the API speaks for:
+
+    async with pyclm.Node(config, quorum, transport) as node:
+        with pyclm.saf.bind(node):
+            ...  # saClmInitialize_4, saClmClusterTrack_4, saClmDispatch, ...
+
+The node may run its event loop in another thread (pyosaf programs are synchronous):
+see docs/saf.md, which also lists what is supported, the versions (B.01.01, B.02.01 and
+B.04.01), every choice made where the SAF sources disagree, and a porting guide.
 
 ``saAis``: the common AIS types, constants and enumerations.
 ``saClm``: the CLM types, callback types and functions.
 ``saNtf``: the NTF correlation-id types the B.04 track callback carries.
+
+:func:`bind` / :func:`unbind`: which node handles speak for (one per process).
+:func:`attach_asyncio` / :func:`serve_anyio`: run a handle's callbacks on an event loop
+instead of calling ``saClmDispatch``.
 """
 
 from __future__ import annotations
 
 from pyclm.saf import saAis, saClm, saNtf
+from pyclm.saf._api import attach_asyncio, serve_anyio
+from pyclm.saf._binding import Binding, bind, unbind
 
-__all__ = ["saAis", "saClm", "saNtf"]
+__all__ = ["Binding", "attach_asyncio", "bind", "saAis", "saClm", "saNtf", "serve_anyio", "unbind"]

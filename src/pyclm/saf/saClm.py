@@ -102,6 +102,20 @@ __all__ = [
     "eSaClmResponseT",
     "eSaClmStateT",
     "saClm",
+    "saClmClusterNodeGet",
+    "saClmClusterNodeGetAsync",
+    "saClmClusterNodeGet_4",
+    "saClmClusterNotificationFree",
+    "saClmClusterNotificationFree_4",
+    "saClmClusterTrack",
+    "saClmClusterTrackStop",
+    "saClmClusterTrack_4",
+    "saClmDispatch",
+    "saClmFinalize",
+    "saClmInitialize",
+    "saClmInitialize_4",
+    "saClmResponse_4",
+    "saClmSelectionObjectGet",
     "saNtf",
 ]
 
@@ -436,3 +450,122 @@ class SaClmCallbacksT_4(Structure):
 
 
 # --- API functions: see pyclm.saf._api (wave 2) ---
+#
+# The functions of SAI-AIS-CLM B.01.01 (with B.02.01's NotificationFree) and B.04.01,
+# with pyosaf's names and argument order.  Pass what a pyosaf program passes (pyosaf
+# wraps pointers in BYREF itself): an out-parameter is the object to fill (SaClmHandleT(),
+# SaVersionT(...), a buffer structure) or None for a C NULL; ctypes.pointer(obj) and
+# ctypes.byref(obj) are accepted too.  Values (handles, flags, ids, invocations, times)
+# are ints or ctypes scalars.  Each returns an SaAisErrorT int.  Which one when:
+# pyclm.saf._api, and docs/saf.md.
+
+from typing import TYPE_CHECKING, TypeAlias, TypeVar  # noqa: E402
+
+from pyclm.saf import _api  # noqa: E402  (the functions below need the types above)
+
+if TYPE_CHECKING:
+    from ctypes import Array, _CArgObject
+
+    _T = TypeVar("_T")
+    #: A C pointer argument: the object, ctypes.pointer(obj), ctypes.byref(obj), or None (NULL).
+    _Ref: TypeAlias = _T | _Pointer[_T] | _CArgObject | None
+
+
+def saClmInitialize(
+    clmHandle: _Ref[SaClmHandleT], clmCallbacks: _Ref[SaClmCallbacksT], version: _Ref[SaVersionT]
+) -> int:
+    """Open a B.01.01 / B.02.01 handle on the bound node (``pyclm.saf.bind``); the granted version is written back."""
+    return _api.initialize(_api.B01_API, clmHandle, clmCallbacks, version)
+
+
+def saClmInitialize_4(
+    clmHandle: _Ref[SaClmHandleT], clmCallbacks: _Ref[SaClmCallbacksT_4], version: _Ref[SaVersionT]
+) -> int:
+    """Open a B.04.01 handle on the bound node (``pyclm.saf.bind``); the granted version is written back."""
+    return _api.initialize(_api.B04_API, clmHandle, clmCallbacks, version)
+
+
+def saClmSelectionObjectGet(clmHandle: SaClmHandleT | int, selectionObject: _Ref[SaSelectionObjectT]) -> int:
+    """Write the handle's file descriptor, readable exactly while callbacks are pending."""
+    return _api.selection_object_get(clmHandle, selectionObject)
+
+
+def saClmDispatch(clmHandle: SaClmHandleT | int, dispatchFlags: SaDispatchFlagsT | int) -> int:
+    """Run pending callbacks on this thread: SA_DISPATCH_ONE, SA_DISPATCH_ALL or SA_DISPATCH_BLOCKING."""
+    return _api.dispatch(clmHandle, dispatchFlags)
+
+
+def saClmFinalize(clmHandle: SaClmHandleT | int) -> int:
+    """Close the handle: tracking stops, pending callbacks are dropped, the selection object closes."""
+    return _api.finalize(clmHandle)
+
+
+def saClmClusterTrack(
+    clmHandle: SaClmHandleT | int,
+    trackFlags: SaUint8T | int,
+    notificationBuffer: _Ref[SaClmClusterNotificationBufferT],
+) -> int:
+    """B.01: get the membership now (SA_TRACK_CURRENT) and/or track its changes (SA_TRACK_CHANGES[_ONLY])."""
+    return _api.cluster_track(_api.B01_API, clmHandle, trackFlags, notificationBuffer)
+
+
+def saClmClusterTrack_4(
+    clmHandle: SaClmHandleT | int,
+    trackFlags: SaUint8T | int,
+    notificationBuffer: _Ref[SaClmClusterNotificationBufferT_4],
+) -> int:
+    """B.04: as saClmClusterTrack, plus SA_TRACK_LOCAL, SA_TRACK_START_STEP and SA_TRACK_VALIDATE_STEP."""
+    return _api.cluster_track(_api.B04_API, clmHandle, trackFlags, notificationBuffer)
+
+
+def saClmClusterTrackStop(clmHandle: SaClmHandleT | int) -> int:
+    """Stop tracking changes; pending track callbacks are dropped (NodeGetAsync answers stay)."""
+    return _api.cluster_track_stop(clmHandle)
+
+
+def saClmClusterNotificationFree(
+    clmHandle: SaClmHandleT | int, notification: _Ref[SaClmClusterNotificationT] | Array[SaClmClusterNotificationT]
+) -> int:
+    """B.02: release the array saClmClusterTrack allocated (``buffer.notification``)."""
+    return _api.notification_free(_api.B01_API, clmHandle, notification)
+
+
+def saClmClusterNotificationFree_4(
+    clmHandle: SaClmHandleT | int, notification: _Ref[SaClmClusterNotificationT_4] | Array[SaClmClusterNotificationT_4]
+) -> int:
+    """B.04: release the array saClmClusterTrack_4 allocated (``buffer.notification``)."""
+    return _api.notification_free(_api.B04_API, clmHandle, notification)
+
+
+def saClmClusterNodeGet(
+    clmHandle: SaClmHandleT | int,
+    nodeId: SaClmNodeIdT | int,
+    timeout: SaTimeT | int,
+    clusterNode: _Ref[SaClmClusterNodeT],
+) -> int:
+    """B.01: fill ``clusterNode`` with the node ``nodeId`` (SA_CLM_LOCAL_NODE_ID: this node)."""
+    return _api.cluster_node_get(_api.B01_API, clmHandle, nodeId, timeout, clusterNode)
+
+
+def saClmClusterNodeGet_4(
+    clmHandle: SaClmHandleT | int,
+    nodeId: SaClmNodeIdT | int,
+    timeout: SaTimeT | int,
+    clusterNode: _Ref[SaClmClusterNodeT_4],
+) -> int:
+    """B.04: fill ``clusterNode`` with the node ``nodeId`` (SA_CLM_LOCAL_NODE_ID: this node)."""
+    return _api.cluster_node_get(_api.B04_API, clmHandle, nodeId, timeout, clusterNode)
+
+
+def saClmClusterNodeGetAsync(
+    clmHandle: SaClmHandleT | int, invocation: SaInvocationT | int, nodeId: SaClmNodeIdT | int
+) -> int:
+    """Ask for the node ``nodeId``; the answer comes to the NodeGet callback with ``invocation``."""
+    return _api.cluster_node_get_async(clmHandle, invocation, nodeId)
+
+
+def saClmResponse_4(
+    clmHandle: SaClmHandleT | int, invocation: SaInvocationT | int, response: SaClmResponseT | int
+) -> int:
+    """Answer a VALIDATE or START track callback (its ``invocation``): OK, REJECTED (VALIDATE only) or ERROR."""
+    return _api.response(clmHandle, invocation, response)
