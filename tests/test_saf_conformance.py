@@ -20,8 +20,10 @@ Every wait has a timeout; every thread is joined with one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
+import functools
 import re
 import select
 import subprocess
@@ -39,7 +41,7 @@ import attrs
 import pytest
 
 import pyclm.saf
-from pyclm import MembershipConfig, Node
+from pyclm import LeaveRejected, MembershipConfig, Node
 from pyclm.clm import MembershipChange
 from pyclm.saf import _api, saAis, saClm
 from pyclm.saf._steps import ChangeStep, Response
@@ -48,6 +50,7 @@ from pyclm.saf.saClm import eSaClmChangeStepT, eSaClmClusterChangesT, eSaClmResp
 from pyclm.transports import MemoryNetwork
 from test_runtime import FAST, QUICK, majority
 from test_saf_api import (
+    UNKNOWN_TIME,
     Client,
     TrackCall,
     cleanup_handles,
@@ -200,9 +203,10 @@ def callback_with(client: Client, *wanted: tuple[int, int]) -> TrackCall:
 class ClusterRun:
     """Nodes on one MemoryNetwork, each served by its own task; ``run()`` is an async context."""
 
-    def __init__(self, node_ids: list[int], *, settle: float = SETTLE) -> None:
+    def __init__(self, node_ids: list[int], *, settle: float = SETTLE, **node_options: Any) -> None:
         self.ids = node_ids
         self.settle = settle
+        self.node_options = node_options  # more Node keyword arguments (the leave's timeouts)
         self.nodes: dict[int, Node] = {}
         self.net: MemoryNetwork | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -230,7 +234,14 @@ class ClusterRun:
         assert self.net is not None and self._stop is not None
         config = MembershipConfig(node_id=node_id, timing=FAST)
         names = {n: f"n{n}" for n in self.ids}
-        node = Node(config, majority(self.ids), self.net.endpoint(node_id), names=names, settle_timeout=self.settle)
+        node = Node(
+            config,
+            majority(self.ids),
+            self.net.endpoint(node_id),
+            names=names,
+            settle_timeout=self.settle,
+            **self.node_options,
+        )
         async with node:
             self.nodes[node_id] = node
             task_status.started(node)
@@ -263,8 +274,10 @@ class ClusterRun:
 class BackgroundCluster:
     """A :class:`ClusterRun` whose event loop runs in a background thread; methods for the test's thread."""
 
-    def __init__(self, node_ids: list[int], *, backend: str = "asyncio", settle: float = SETTLE) -> None:
-        self.run = ClusterRun(node_ids, settle=settle)
+    def __init__(
+        self, node_ids: list[int], *, backend: str = "asyncio", settle: float = SETTLE, **node_options: Any
+    ) -> None:
+        self.run = ClusterRun(node_ids, settle=settle, **node_options)
         self.backend = backend
         self._stack = contextlib.ExitStack()
 
@@ -290,8 +303,12 @@ class BackgroundCluster:
         assert self.run.net is not None
         self.portal.call(self.run.net.heal)
 
-    def leave(self, node_id: int) -> None:
-        self.portal.call(self.nodes[node_id].leave)
+    def leave(self, node_id: int, *, validate: bool = True) -> None:
+        self.portal.call(functools.partial(self.nodes[node_id].leave, validate=validate))
+
+    def leave_soon(self, node_id: int) -> concurrent.futures.Future[None]:
+        """Start a validated leave of ``node_id`` and return at once: the test's thread answers the steps."""
+        return self.portal.start_task_soon(self.nodes[node_id].leave)
 
     def abort(self, node_id: int) -> None:
         self.portal.call(self.run.abort, node_id)
@@ -825,6 +842,173 @@ def test_saClmClusterTrack_the_bound_node_leaving_ends_its_handles(cluster5: Bac
     assert saClm.saClmInitialize_4(saClm.SaClmHandleT(), None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_TRY_AGAIN
 
 
+# ====================================================================== suite 7, cases 21-28 with three-step tracking
+
+# OpenSAF's cases 21-28 shut a node down through IMM, and the handles with START_STEP
+# answer the START before the node goes; case 31 (disabled there) has a VALIDATE.  Here
+# the change is a validated leave (Node.leave()): node 3 leaves, the handles are on node 1
+# (a member) or on node 3 itself.  The leave runs in the cluster's thread; this thread is
+# the pyosaf program that answers the callbacks.
+
+STEPS = T.SA_TRACK_CHANGES | T.SA_TRACK_VALIDATE_STEP | T.SA_TRACK_START_STEP
+SUPERVISION = 2.0  # the leaver's START time supervision, in seconds
+STEP = eSaClmChangeStepT
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def stepping(request: pytest.FixtureRequest) -> Iterator[BackgroundCluster]:
+    """A fresh 3-node cluster whose leaves give START trackers SUPERVISION seconds; node 1 bound."""
+    with (
+        BackgroundCluster([1, 2, 3], backend=request.param, leave_start_supervision=SUPERVISION) as cluster,
+        pyclm.saf.bind(cluster.nodes[1]),
+    ):
+        yield cluster
+
+
+def step_callback(made: Client, count: int, what: str) -> TrackCall:
+    """Dispatch until ``made`` got ``count`` track callbacks; the last one."""
+    pump(made, made.fd, callbacks(made, count), what)
+    return made.tracks[count - 1]
+
+
+def quiet(made: Client, seconds: float = 0.2) -> bool:
+    """True if no callback is pending for ``made`` within ``seconds``."""
+    return not readable(made.fd, seconds)
+
+
+def test_saClmClusterTrack_31_validate_rejected_refuses_the_leave_and_aborts(stepping: BackgroundCluster) -> None:
+    steps, plain, b01 = client(4), client(4), client(1)
+    assert steps.track(STEPS, None) == E.SA_AIS_OK
+    assert plain.track(T.SA_TRACK_CHANGES_ONLY, None) == E.SA_AIS_OK
+    assert b01.track(T.SA_TRACK_CHANGES, None) == E.SA_AIS_OK
+    node = stepping.nodes[1]
+    view = node.view_number
+    leaving = stepping.leave_soon(3)
+    validate = step_callback(steps, 1, "the VALIDATE callback")
+    assert (validate.step, validate.time_supervision, validate.root_cause) == (
+        STEP.SA_CLM_CHANGE_VALIDATE,
+        UNKNOWN_TIME,
+        "n3",
+    )
+    assert validate.invocation != 0 and validate.view_number == view
+    assert validate.changes == [(1, C.SA_CLM_NODE_NO_CHANGE), (2, C.SA_CLM_NODE_NO_CHANGE), (3, C.SA_CLM_NODE_SHUTDOWN)]
+    assert validate.members == 2  # as it will be
+    assert saClm.saClmResponse_4(steps.handle, validate.invocation, R.SA_CLM_CALLBACK_RESPONSE_REJECTED) == E.SA_AIS_OK
+    aborted = step_callback(steps, 2, "the ABORTED callback")
+    assert (aborted.step, aborted.invocation, aborted.changes) == (STEP.SA_CLM_CHANGE_ABORTED, 0, validate.changes)
+    with pytest.raises(LeaveRejected) as refused:
+        leaving.result(LIMIT)
+    assert (refused.value.reason, refused.value.rejected, refused.value.timed_out) == ("rejected", (1,), ())
+    # The leave did not happen: node 3 is a member, no view changed, nobody else was told.
+    assert stepping.run.formed([1, 2, 3]) and stepping.nodes[3].running
+    assert {n.view_number for n in stepping.nodes.values()} == {view}
+    assert quiet(plain) and quiet(b01) and plain.tracks == [] and b01.tracks == []
+    # The invocation is spent.
+    assert saClm.saClmResponse_4(steps.handle, validate.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == (
+        E.SA_AIS_ERR_INVALID_PARAM
+    )
+
+
+def test_saClmClusterTrack_21_27_validate_ok_start_ok_then_completed_shutdown(stepping: BackgroundCluster) -> None:
+    steps, only_start, b01 = client(4), client(4), client(1)
+    assert steps.track(STEPS, None) == E.SA_AIS_OK
+    assert only_start.track(T.SA_TRACK_CHANGES_ONLY | T.SA_TRACK_START_STEP, None) == E.SA_AIS_OK
+    assert b01.track(T.SA_TRACK_CHANGES_ONLY, None) == E.SA_AIS_OK
+    view = stepping.nodes[1].view_number
+    leaving = stepping.leave_soon(3)
+    validate = step_callback(steps, 1, "the VALIDATE callback")
+    assert quiet(only_start)  # START comes only once every member validated
+    assert saClm.saClmResponse_4(steps.handle, validate.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == E.SA_AIS_OK
+    starts = [step_callback(made, 1 if made is only_start else 2, "the START callback") for made in (only_start, steps)]
+    for start in starts:
+        assert (start.step, start.time_supervision, start.root_cause) == (
+            STEP.SA_CLM_CHANGE_START,
+            int(SUPERVISION * SECOND),
+            "n3",
+        )
+        assert start.invocation not in (0, validate.invocation) and (3, C.SA_CLM_NODE_SHUTDOWN) in start.changes
+    assert starts[0].invocation != starts[1].invocation
+    assert not leaving.done()  # it waits for the START answers
+    for made, start in zip((only_start, steps), starts, strict=True):
+        assert saClm.saClmResponse_4(made.handle, start.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == E.SA_AIS_OK
+    assert leaving.result(LIMIT) is None
+    for made, count in ((steps, 3), (only_start, 2)):
+        completed = step_callback(made, count, "the COMPLETED callback")
+        assert (completed.step, completed.invocation) == (STEP.SA_CLM_CHANGE_COMPLETED, 0)
+        assert (3, C.SA_CLM_NODE_SHUTDOWN) in completed.changes and completed.view_number > view
+    # B.01 sees only the COMPLETED change, as LEFT.
+    pump(b01, b01.fd, has(b01, (3, C.SA_CLM_NODE_LEFT)), "node 3 LEFT (B.01)")
+    assert [call.changes for call in b01.tracks] == [[(3, C.SA_CLM_NODE_LEFT)]]
+
+
+@pytest.mark.parametrize("validate_answer", [R.SA_CLM_CALLBACK_RESPONSE_ERROR, R.SA_CLM_CALLBACK_RESPONSE_OK])
+def test_saClmResponse_error_does_not_refuse_and_start_error_still_leaves(
+    stepping: BackgroundCluster, validate_answer: int
+) -> None:
+    steps = client(4)
+    assert steps.track(STEPS, None) == E.SA_AIS_OK
+    leaving = stepping.leave_soon(2)
+    validate = step_callback(steps, 1, "the VALIDATE callback")
+    assert saClm.saClmResponse_4(steps.handle, validate.invocation, validate_answer) == E.SA_AIS_OK
+    start = step_callback(steps, 2, "the START callback")
+    assert start.step == STEP.SA_CLM_CHANGE_START
+    assert saClm.saClmResponse_4(steps.handle, start.invocation, R.SA_CLM_CALLBACK_RESPONSE_ERROR) == E.SA_AIS_OK
+    assert leaving.result(LIMIT) is None
+    assert (2, C.SA_CLM_NODE_SHUTDOWN) in step_callback(steps, 3, "the COMPLETED callback").changes
+
+
+def test_saClmClusterTrack_start_supervision_runs_out_and_the_node_leaves(stepping: BackgroundCluster) -> None:
+    steps = client(4)
+    assert steps.track(STEPS, None) == E.SA_AIS_OK
+    leaving = stepping.leave_soon(3)
+    validate = step_callback(steps, 1, "the VALIDATE callback")
+    assert saClm.saClmResponse_4(steps.handle, validate.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == E.SA_AIS_OK
+    start = step_callback(steps, 2, "the START callback")
+    began = time.monotonic()
+    assert leaving.result(LIMIT) is None  # nobody answers the START
+    assert time.monotonic() - began >= SUPERVISION * 0.9
+    assert (3, C.SA_CLM_NODE_SHUTDOWN) in step_callback(steps, 3, "the COMPLETED callback").changes
+    assert saClm.saClmResponse_4(steps.handle, start.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == (
+        E.SA_AIS_ERR_INVALID_PARAM  # the round is over
+    )
+
+
+def test_saClmClusterTrackStop_while_an_answer_is_owed_lets_the_leave_go_on(stepping: BackgroundCluster) -> None:
+    steps = client(4)
+    assert steps.track(STEPS, None) == E.SA_AIS_OK
+    leaving = stepping.leave_soon(3)
+    step_callback(steps, 1, "the VALIDATE callback")
+    assert saClm.saClmClusterTrackStop(steps.handle) == E.SA_AIS_OK  # withdrawn: no answer is waited for
+    assert leaving.result(LIMIT) is None
+    assert stepping.nodes[3].stopped
+
+
+def test_saClmClusterTrack_the_leavers_own_trackers_are_asked_and_then_go_stale(stepping: BackgroundCluster) -> None:
+    with pyclm.saf.bind(stepping.nodes[3]):
+        own = client(4)
+        assert own.track(T.SA_TRACK_CHANGES_ONLY | T.SA_TRACK_LOCAL | T.SA_TRACK_VALIDATE_STEP, None) == E.SA_AIS_OK
+        fd = own.fd
+        leaving = stepping.leave_soon(3)
+        validate = step_callback(own, 1, "the VALIDATE callback of the leaver's own handle")
+        assert validate.changes == [(3, C.SA_CLM_NODE_SHUTDOWN)] and validate.invocation != 0
+        assert saClm.saClmResponse_4(own.handle, validate.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == E.SA_AIS_OK
+        assert leaving.result(LIMIT) is None
+        assert readable(fd, LIMIT)
+        assert own.dispatch() == E.SA_AIS_ERR_BAD_HANDLE  # after its last callback, the local node SHUTDOWN
+        assert [(c.step, c.changes) for c in own.tracks] == [
+            (STEP.SA_CLM_CHANGE_VALIDATE, [(3, C.SA_CLM_NODE_SHUTDOWN)]),
+            (STEP.SA_CLM_CHANGE_COMPLETED, [(3, C.SA_CLM_NODE_SHUTDOWN)]),
+        ]
+
+
+def test_saClmClusterTrack_a_leave_without_validation_asks_no_one(stepping: BackgroundCluster) -> None:
+    steps = client(4)
+    assert steps.track(STEPS, None) == E.SA_AIS_OK
+    stepping.leave(3, validate=False)
+    completed = step_callback(steps, 1, "the COMPLETED callback")
+    assert completed.step == STEP.SA_CLM_CHANGE_COMPLETED and (3, C.SA_CLM_NODE_SHUTDOWN) in completed.changes
+
+
 # ====================================================================== suite 8: saClmResponse_4 and the step callbacks
 
 
@@ -867,7 +1051,7 @@ def test_saClmResponse_01_to_03_answers_to_a_start_step(cluster5: BackgroundClus
         assert rc == E.SA_AIS_OK
     assert round_.wait(LIMIT)
     round_.close()
-    cluster5.leave(5)  # then the change happens: COMPLETED
+    cluster5.leave(5, validate=False)  # then the change happens (no START of its own): COMPLETED
     pump(made, made.fd, callbacks(made, 2), "the COMPLETED callback")
     assert (5, C.SA_CLM_NODE_SHUTDOWN) in made.tracks[1].changes
     assert made.tracks[1].step == eSaClmChangeStepT.SA_CLM_CHANGE_COMPLETED and made.tracks[1].invocation == 0

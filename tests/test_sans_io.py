@@ -61,6 +61,7 @@ REQUIRED_CORE = frozenset(
         "voting/ykd.py",
         "lease.py",
         "clm/__init__.py",
+        "clm/leave.py",
         "clm/membership.py",
         "clm/model.py",
         "clm/tracking.py",

@@ -6,10 +6,10 @@ the deterministic simulator (:mod:`pyclm.sim`); SA Forum style cluster membershi
 (:mod:`pyclm.clm`) that a Node reports through ``track()`` and its accessors.
 """
 
-from .clm import Change, ChangesLost, ClusterNode, MembershipChange, MembershipSnapshot
+from .clm import Change, ChangesLost, ClusterNode, LeaveProposal, LeaveStep, MembershipChange, MembershipSnapshot
 from .config import MAX_CLUSTER_SIZE, ConnectivitySource, MembershipConfig, TimingConfig
 from .core import GROUP, Membership
-from .errors import ConfigError, PyclmError, UsageError
+from .errors import ConfigError, LeaveRejected, PyclmError, UsageError
 from .events import ClmMessage, Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import Member, View, ViewId
 from .runtime import MembershipTrack, Node
@@ -27,6 +27,9 @@ __all__ = [
     "ConfigError",
     "ConnectivitySource",
     "Event",
+    "LeaveProposal",
+    "LeaveRejected",
+    "LeaveStep",
     "Member",
     "Membership",
     "MembershipChange",

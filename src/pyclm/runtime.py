@@ -15,12 +15,18 @@ outputs in the order the core's contract asks for:
 2. send every datagram;
 3. publish every event: update :attr:`Node.view` and :attr:`Node.is_primary`, hand the
    event to each subscriber of :meth:`Node.events`, and feed it to the node's CLM layer
-   (:class:`~pyclm.clm.ClusterMembership`), in the core's order;
+   (:class:`~pyclm.clm.ClusterMembership`) and to its validated leave
+   (:class:`~pyclm.clm.LeaveProtocol`), in the core's order;
 4. deliver the CLM layer's changes (after firing its settle timer if that came due):
    for each one, swap the membership snapshot the accessors read
    (:meth:`Node.cluster_members` and the others), then hand the change to each
    :meth:`Node.track` subscriber, then call each membership listener;
-5. re-arm the one timer at the earlier of the core's and the CLM layer's deadlines.
+5. drive the validated leave (after firing its timer if due): hand its CLM messages to
+   the core (``send_clm``), ask this node's leave participants about the steps it
+   starts, end the steps it ends, and act on this node's own leave decision (the core's
+   ``leave``); if the core got anything to send, drain it again from step 1;
+6. re-arm the one timer at the earliest of the core's, the CLM layer's and the leave's
+   deadlines.
 
 So nothing that follows a write (a datagram, an event, the node's visible state) is
 seen before the write is durable.  CLM changes come last because they are derived from
@@ -34,31 +40,38 @@ Threads: the membership accessors (:attr:`Node.view_number`, :attr:`Node.is_memb
 :meth:`Node.cluster_members`, :meth:`Node.local_node`, :meth:`Node.cluster_node`,
 :meth:`Node.membership_snapshot`) may be called from any thread.  The owner task
 replaces one immutable :class:`~pyclm.clm.MembershipSnapshot` per change; readers only
-load that reference.  Listeners are added and removed under a lock, copy-on-write, so
-the owner task reads them without one.  Everything else is for the event loop's tasks.
+load that reference.  Listeners and leave participants are added and removed under a
+lock, copy-on-write, so the owner task reads them without one.  A participant's answer
+may come from any thread: it is appended to the inbox and the owner is woken through the
+event loop's thread-safe entry (``loop.call_soon_threadsafe`` on asyncio,
+``TrioToken.run_sync_soon`` on trio).  Everything else is for the event loop's tasks.
 
 Time is ``anyio.current_time()``; the wall clock that seeds the incarnation is
 ``time.time_ns()``.  The core itself never reads a clock.
 
-Stopping: :meth:`Node.leave` (or leaving the ``async with`` block normally) tells the
-cluster and stops; :meth:`Node.abort` (or an exception out of the block) stops at once,
-which the cluster sees as a crash.  Either way the node closes its transport.  A
-graceful leave reports the local node SHUTDOWN, an abort reports it LEFT (if it was a
-member); then every tracker's iteration ends.
+Stopping: :meth:`Node.leave` asks the members first (the validated leave) and, unless
+it is refused, tells the cluster and stops; ``leave(validate=False)`` (also leaving the
+``async with`` block normally) tells the cluster and stops without asking;
+:meth:`Node.abort` (or an exception out of the block) stops at once, which the cluster
+sees as a crash.  Either way the node closes its transport.  A graceful leave reports
+the local node SHUTDOWN, an abort reports it LEFT (if it was a member); then every
+tracker's iteration ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import inspect
 import logging
 import math
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import anyio
 import anyio.abc
@@ -68,9 +81,20 @@ import attrs
 
 from ._taskgroups import exit_task_group
 from .clm import ChangesLost, ClusterMembership, ClusterNode, MembershipChange, MembershipSnapshot
+from .clm.leave import (
+    DEFAULT_START_SUPERVISION,
+    DEFAULT_VALIDATE_TIMEOUT,
+    AbortReason,
+    LeaveDecided,
+    LeaveProposal,
+    LeaveProtocol,
+    LeaveStep,
+    StepEnded,
+    StepStarted,
+)
 from .config import MembershipConfig
 from .core import Membership
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, LeaveRejected, UsageError
 from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import View
 from .storage import MemoryStorage, Storage
@@ -87,6 +111,8 @@ DEFAULT_EVENT_BUFFER = 256
 DEFAULT_TRACK_BUFFER = 256
 #: The default settle timeout of the CLM layer, in suspect timeouts (see :class:`Node`).
 SETTLE_SUSPECT_TIMEOUTS = 4
+#: How many times a validated leave is proposed when views keep changing under it.
+LEAVE_ATTEMPTS = 3
 
 ItemT = TypeVar("ItemT")
 MarkerT = TypeVar("MarkerT")
@@ -211,6 +237,164 @@ class _Call:
         self.error: UsageError | None = None
 
 
+class _Post:
+    """Work for the owner task handed in from any thread (a participant's answer); nobody awaits it."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Membership, float], None]) -> None:
+        self.fn = fn
+
+
+# ---------------------------------------------------------------------- taking part in validated leaves
+
+
+class LeaveRound(Protocol):
+    """One participant's part in one step of a leave (what ``begin_leave_step`` returns).
+
+    The node calls exactly one of the two, once, on its event loop.
+    """
+
+    def close(self) -> None:
+        """The step is over here (all answered, the time ran out, or the leave went on):
+        stop waiting; answers after this are refused."""
+
+    def abort(self) -> None:
+        """VALIDATE only: the leave was called off; tell those that were asked (ABORTED)."""
+
+
+class LeaveParticipant(Protocol):
+    """Something on this node that takes part in validated leaves: the SAF facade's
+    binding (its VALIDATE_STEP and START_STEP trackers) and each leave validator.
+
+    Register it with :meth:`Node.add_leave_participant`.
+    """
+
+    def begin_leave_step(
+        self, step: LeaveStep, proposal: LeaveProposal, answer: Callable[[bool], None]
+    ) -> LeaveRound | None:
+        """Ask whoever this participant stands for about ``step`` of ``proposal``.
+
+        Called on the node's event loop; must not block.  Return None when there is no
+        one to ask (that counts as OK).  Otherwise return the round, and call
+        ``answer(ok)`` once everyone answered (VALIDATE: ``answer(False)`` as soon as one
+        refused; START: the value is ignored).  ``answer`` may be called from any thread,
+        also before this method returns; only its first call counts.
+        """
+
+
+class _SettledRound:
+    """A round whose answer was given at once (a synchronous validator)."""
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class _PendingValidation:
+    """An async validator's round: a task in the node's task group, cancelled when the step ends."""
+
+    def __init__(self, node_id: int, fn: object, answer: Callable[[bool], None]) -> None:
+        self._node_id = node_id
+        self._fn = fn
+        self._answer = answer
+        self._scope = anyio.CancelScope()
+
+    async def run(self, pending: Awaitable[object]) -> None:
+        with self._scope:
+            try:
+                result = await pending
+            except Exception:
+                log.exception("node %d: leave validator %r raised; it does not refuse", self._node_id, self._fn)
+                self._answer(True)
+            else:
+                self._answer(bool(result))
+
+    def close(self) -> None:
+        self._scope.cancel()
+
+    def abort(self) -> None:
+        self._scope.cancel()
+
+
+class _Validator:
+    """:meth:`Node.add_leave_validator`'s function as a participant: VALIDATE only."""
+
+    def __init__(self, node: Node, fn: Callable[[LeaveProposal], bool | Awaitable[bool]]) -> None:
+        self._node = node
+        self.fn = fn
+
+    def begin_leave_step(
+        self, step: LeaveStep, proposal: LeaveProposal, answer: Callable[[bool], None]
+    ) -> LeaveRound | None:
+        if step is not LeaveStep.VALIDATE:
+            return None
+        node_id = self._node.node_id
+        try:
+            result = self.fn(proposal)
+        except Exception:
+            log.exception("node %d: leave validator %r raised; it does not refuse", node_id, self.fn)
+            return None
+        if inspect.isawaitable(result):
+            pending = _PendingValidation(node_id, self.fn, answer)
+            task_group = self._node._task_group
+            assert task_group is not None
+            task_group.start_soon(pending.run, result)
+            return pending
+        answer(bool(result))
+        return _SettledRound()
+
+
+class _LocalStep:
+    """One step of one leave on this node: the participants' rounds and who still owes an answer."""
+
+    __slots__ = ("issued", "pending", "rejected", "reported", "rounds", "step")
+
+    def __init__(self, step: LeaveStep) -> None:
+        self.step = step
+        self.rounds: list[LeaveRound] = []
+        self.pending: set[int] = set()  # numbers of the rounds that have not answered
+        self.issued = 0  # round numbers handed out
+        self.rejected = False
+        self.reported = False
+
+
+class _LeaveAttempt:
+    """This node's own leave request, as its callers wait for it."""
+
+    __slots__ = ("decided", "done", "request", "waiters")
+
+    def __init__(self, request: int) -> None:
+        self.request = request
+        self.decided: LeaveDecided | None = None  # None once done: the node stopped
+        self.done = anyio.Event()
+        self.waiters = 0
+
+
+def _loop_scheduler() -> Callable[[Callable[[], object]], object]:
+    """A function that runs ``fn()`` soon on the running event loop, callable from any thread."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        import trio  # anyio's only other backend
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    return loop.call_soon_threadsafe
+
+
+def _seconds(setting: str, value: object, *, most: float = math.inf) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not 0 < value <= most
+    ):
+        raise ConfigError(setting, f"must be a positive number of seconds (at most {most:g}), got {value!r}")
+    return float(value)
+
+
 class _Phase(enum.Enum):
     NEW = "new"
     RUNNING = "running"
@@ -250,6 +434,18 @@ class Node:
     lease.  Four suspect timeouts cover each step once, with room to spare.  A shorter
     one reports a minority node out sooner, but a member whose view change is slow then
     reports itself LEFT and JOINED again.
+
+    :meth:`leave` is validated (docs/clm.md, "Validated leave"): the node first asks
+    every member's leave participants (:meth:`add_leave_validator`, and the SAF
+    facade's VALIDATE_STEP / START_STEP trackers), and the node serves those questions
+    for the others' leaves by itself.  ``leave_validate_timeout`` (default
+    :data:`pyclm.clm.DEFAULT_VALIDATE_TIMEOUT`, 5 s) is how long it waits for every
+    member's VALIDATE answer before it calls its leave off; ``leave_start_supervision``
+    (default :data:`pyclm.clm.DEFAULT_START_SUPERVISION`, 10 s) is the time it gives the
+    START trackers (their ``timeSupervision``).  Both are answer times of applications,
+    not of the network, so they do not follow the timing; a failed validation costs at
+    most the first, a successful leave at most both.  Requests are sent again every
+    ``timing.heartbeat_interval``.
     """
 
     def __init__(
@@ -263,6 +459,8 @@ class Node:
         inbox_size: int = DEFAULT_INBOX_SIZE,
         names: Mapping[int, str] | None = None,
         settle_timeout: float | None = None,
+        leave_validate_timeout: float = DEFAULT_VALIDATE_TIMEOUT,
+        leave_start_supervision: float = DEFAULT_START_SUPERVISION,
     ) -> None:
         if not isinstance(transport, Transport):
             raise TypeError(f"transport must implement pyclm.transports.Transport, got {type(transport).__name__}")
@@ -277,6 +475,8 @@ class Node:
             or settle_timeout <= 0
         ):
             raise ConfigError("settle_timeout", f"must be a positive number of seconds, got {settle_timeout!r}")
+        validate_timeout = _seconds("leave_validate_timeout", leave_validate_timeout, most=(2**32 - 1) / 1000)
+        start_supervision = _seconds("leave_start_supervision", leave_start_supervision, most=2**63 / 1e9)
         if config.max_datagram > transport.max_datagram:
             config = attrs.evolve(config, max_datagram=transport.max_datagram)
         self.config = config
@@ -288,12 +488,16 @@ class Node:
         self.names: Mapping[int, str] = dict(names) if names is not None else {}
         #: Seconds the local node stays a member without a primary (see the class docstring).
         self.settle_timeout = float(settle_timeout)
+        #: Seconds a validated leave waits for the VALIDATE answers (see the class docstring).
+        self.leave_validate_timeout = validate_timeout
+        #: Seconds a validated leave gives the START trackers.
+        self.leave_start_supervision = start_supervision
         self._storage_blocks = not isinstance(self.storage, MemoryStorage)
         self._phase = _Phase.NEW
         self._core: Membership | None = None
         self._view: View | None = None
         self._primary_number: int | None = None
-        self._inbox: deque[tuple[bytes, Any] | _Call] = deque()
+        self._inbox: deque[tuple[bytes, Any] | _Call | _Post] = deque()
         self._timer_at: float | None = None  # the earlier of the two below
         self._core_timer_at: float | None = None
         self._subscriptions: set[EventSubscription] = set()
@@ -303,6 +507,18 @@ class Node:
         self._trackers: set[MembershipTrack] = set()
         self._listeners: tuple[_Listener, ...] = ()
         self._listeners_lock = threading.Lock()
+        # The validated leave (pyclm.clm.leave): this node's part, its participants, the
+        # steps they are taking part in, and this node's own request.
+        self._leave = LeaveProtocol(
+            config.node_id,
+            validate_timeout=validate_timeout,
+            start_supervision=start_supervision,
+            retry_interval=config.timing.heartbeat_interval,
+        )
+        self._leave_participants: tuple[LeaveParticipant, ...] = ()
+        self._local_steps: dict[tuple[int, int, LeaveStep], _LocalStep] = {}
+        self._leave_attempt: _LeaveAttempt | None = None
+        self._schedule: Callable[[Callable[[], object]], object] | None = None  # set on entry
         self._dropped_inbox_full = 0
         self._task_group: anyio.abc.TaskGroup | None = None
         # Created on entry (they need a running event loop).
@@ -360,9 +576,11 @@ class Node:
 
     @property
     def counters(self) -> dict[str, int]:
-        """The core's counters (its policy's prefixed ``quorum_``), plus ``rx_dropped_inbox_full``
-        (datagrams the owner task could not keep up with)."""
+        """The core's counters (its policy's prefixed ``quorum_``), the validated leave's
+        (``leave_*``), plus ``rx_dropped_inbox_full`` (datagrams the owner task could not
+        keep up with)."""
         out = self._core.all_counters() if self._core is not None else {}
+        out.update(self._leave.counters)
         if self._dropped_inbox_full:
             out["rx_dropped_inbox_full"] = self._dropped_inbox_full
         return out
@@ -496,18 +714,71 @@ class Node:
                 assert self._changed is not None
                 await self._changed.wait()
 
-    async def leave(self) -> None:
+    async def leave(self, *, validate: bool = True) -> None:
         """Leave the cluster gracefully and stop; returns once the node stopped.
+
+        With ``validate`` (the default) the leave is validated first (docs/clm.md,
+        "Validated leave"): every member of this node's primary, this node included,
+        asks its leave participants (validators, SAF trackers with VALIDATE_STEP).  If
+        one refuses, or a member does not answer within ``leave_validate_timeout``, the
+        leave is called off: :class:`~pyclm.errors.LeaveRejected` is raised, naming the
+        nodes, and the node keeps running as before.  Otherwise the START trackers are
+        told (within ``leave_start_supervision``) and the node leaves.  A node that is
+        not a member of a primary has nothing to validate and leaves at once.  If the
+        view changes during the validation, it is asked again in the new view (up to
+        :data:`LEAVE_ATTEMPTS` times).  Cancelling the call during VALIDATE calls the
+        leave off; during START the leave goes on.
+
+        ``validate=False`` leaves at once without asking anyone; it also cuts short a
+        validated leave under way (whose callers then return).  Leaving the ``async
+        with`` block normally does this, so that it cannot be refused.
 
         The core tells the group it leaves (the others remove it at once, without
         waiting for their failure detectors), the node sends that, then closes its
-        transport.  Calling it again, or after :meth:`abort`, does nothing.
+        transport.  Calling it after the node stopped (after a leave or :meth:`abort`)
+        does nothing.
         """
         self._require_started()
+        if not isinstance(validate, bool):
+            raise TypeError(f"validate must be True or False, got {validate!r}")
         if self._phase is _Phase.RUNNING:
-            await self._call(lambda core, now: None if core.stopped else core.leave(now))
+            if validate:
+                await self._validated_leave()
+            else:
+                await self._call(lambda core, now: None if core.stopped else core.leave(now))
         assert self._stopped is not None
         await self._stopped.wait()
+
+    def add_leave_validator(self, fn: Callable[[LeaveProposal], bool | Awaitable[bool]]) -> Callable[[], None]:
+        """Ask ``fn`` before any member (this node included) leaves; returns the function that removes it.
+
+        ``fn(proposal)`` gets a :class:`~pyclm.clm.LeaveProposal`: the node that asks to
+        leave (``proposal.leaving``), the view number, and the change as it will be
+        reported.  It returns True to let the leave happen and False to refuse it, or an
+        awaitable of that (run as a task of the node; it is cancelled if the leaver's
+        ``leave_validate_timeout`` passes first, which calls the leave off).  A
+        synchronous ``fn`` runs on the event loop and must not block.  An exception from
+        it is logged (``pyclm.runtime``) and does not refuse, as
+        ``SA_CLM_CALLBACK_RESPONSE_ERROR`` does not.  The leave itself is then reported
+        as usual, to membership listeners and trackers.  Like
+        :meth:`add_membership_listener`, adding and removing work from any thread; a
+        validator added while a leave is being validated is asked from the next one on.
+        """
+        return self.add_leave_participant(_Validator(self, fn))
+
+    def add_leave_participant(self, participant: LeaveParticipant) -> Callable[[], None]:
+        """Register a :class:`LeaveParticipant` (the SAF facade's binding uses this); returns
+        the function that removes it.  Thread-safe; removing is idempotent."""
+        if not callable(getattr(participant, "begin_leave_step", None)):
+            raise TypeError(f"a leave participant has a begin_leave_step method, got {type(participant).__name__}")
+        with self._listeners_lock:
+            self._leave_participants = (*self._leave_participants, participant)
+
+        def remove() -> None:
+            with self._listeners_lock:
+                self._leave_participants = tuple(p for p in self._leave_participants if p is not participant)
+
+        return remove
 
     def abort(self) -> None:
         """Stop at once without telling the cluster (it sees a crash); the transport gets closed.
@@ -561,6 +832,7 @@ class Node:
             settle_timeout=self.settle_timeout,
         )
         self._membership = self._clm.snapshot()
+        self._schedule = _loop_scheduler()
         self._scope = anyio.CancelScope()
         self._receive_scope = anyio.CancelScope()
         self._wake = anyio.Event()
@@ -581,7 +853,7 @@ class Node:
     ) -> bool | None:
         try:
             if exc is None and self._phase is _Phase.RUNNING:
-                await self.leave()
+                await self.leave(validate=False)  # leaving the block cannot be refused
         finally:
             self.abort()  # nothing left to stop after a leave; at once otherwise
             suppress = await self._exit_task_group(exc_type, exc, tb)
@@ -626,6 +898,13 @@ class Node:
             if isinstance(item, _Call):
                 item.done.set()
         self._inbox.clear()
+        steps = list(self._local_steps.values())
+        self._local_steps.clear()
+        for local in steps:
+            self._end_rounds(local, aborted=False)
+        attempt = self._leave_attempt
+        if attempt is not None:
+            attempt.done.set()  # with no decision: the node stopped (left, or aborted)
         assert self._stopped is not None
         self._stopped.set()
         self._notify()
@@ -649,6 +928,9 @@ class Node:
                         await self._pump()
                     finally:
                         item.done.set()
+                elif isinstance(item, _Post):
+                    item.fn(core, anyio.current_time())
+                    await self._pump()
                 else:
                     core.receive_datagram(item[0], item[1], anyio.current_time())
                     await self._pump()
@@ -658,7 +940,7 @@ class Node:
             if timer_at is not None and not core.stopped and now >= timer_at:
                 if self._core_timer_at is not None and now >= self._core_timer_at:
                     core.handle_timer(now)
-                await self._pump()  # also fires the CLM layer's timer if that one is due
+                await self._pump()  # also fires the CLM layer's and the leave's timers if due
             elif not inbox and not core.stopped:
                 self._wake = anyio.Event()
                 with anyio.CancelScope(deadline=math.inf if timer_at is None else timer_at):
@@ -666,35 +948,37 @@ class Node:
 
     async def _pump(self) -> None:
         """Drain the core (no await in between), then persist, send, publish, deliver the
-        membership changes and re-arm: in that order (see the module docstring)."""
+        membership changes, drive the validated leave and re-arm: in that order (see the
+        module docstring).  Driving the leave may hand the core CLM messages or its own
+        leave: then the core is drained again."""
         core = self._core
         clm = self._clm
         assert core is not None and clm is not None
-        writes = core.writes_to_persist()
-        datagrams = core.datagrams_to_send()
-        events: list[Event] = []
-        while (event := core.next_event()) is not None:
-            events.append(event)
-        core_timer_at = core.get_timer()
-        drained_at = anyio.current_time()  # the CLM layer's "now" for these events
-        for write in writes:
-            await self._storage_call(self.storage.write, write.key, write.data)
-        try:
-            for data, dest in datagrams:
-                await self.transport.send(data, dest)
-        except anyio.ClosedResourceError:
-            log.debug("node %d: its transport was closed under it; stopping", self.node_id)
-            self.abort()
-            await anyio.sleep_forever()  # the abort's cancellation lands here
-        for event in events:
-            self._publish(event, drained_at)
-        self._deliver_changes(anyio.current_time())
-        self._core_timer_at = core_timer_at
-        clm_timer_at = clm.get_timer()
-        if core_timer_at is None or clm_timer_at is None:
-            self._timer_at = core_timer_at if clm_timer_at is None else clm_timer_at
-        else:
-            self._timer_at = min(core_timer_at, clm_timer_at)
+        while True:
+            writes = core.writes_to_persist()
+            datagrams = core.datagrams_to_send()
+            events: list[Event] = []
+            while (event := core.next_event()) is not None:
+                events.append(event)
+            drained_at = anyio.current_time()  # the CLM layer's "now" for these events
+            for write in writes:
+                await self._storage_call(self.storage.write, write.key, write.data)
+            try:
+                for data, dest in datagrams:
+                    await self.transport.send(data, dest)
+            except anyio.ClosedResourceError:
+                log.debug("node %d: its transport was closed under it; stopping", self.node_id)
+                self.abort()
+                await anyio.sleep_forever()  # the abort's cancellation lands here
+            for event in events:
+                self._publish(event, drained_at)
+            now = anyio.current_time()
+            self._deliver_changes(now)
+            if not self._drive_leave(now):
+                break
+        self._core_timer_at = core_timer_at = core.get_timer()
+        timers = [t for t in (core_timer_at, clm.get_timer(), self._leave.get_timer()) if t is not None]
+        self._timer_at = min(timers, default=None)
         self._notify()
 
     def _publish(self, event: Event, now: float) -> None:
@@ -709,6 +993,193 @@ class Node:
             subscription._put(event)
         assert self._clm is not None
         self._clm.handle_event(event, now)
+        self._leave.handle_event(event, now)
+
+    # ------------------------------------------------------------------ the validated leave (owner task)
+
+    def _drive_leave(self, now: float) -> bool:
+        """Fire the leave protocol's timer if due, send its messages and act on its events
+        (no await).  Returns whether the core got something to send (drain it again)."""
+        core = self._core
+        assert core is not None
+        leave = self._leave
+        deadline = leave.get_timer()
+        if deadline is not None and now >= deadline:
+            leave.handle_timer(now)
+        touched = False
+        while True:
+            for payload, to in leave.messages_to_send():
+                if not core.stopped and core.view is not None:
+                    core.send_clm(payload, to, now)
+                    touched = True
+            event = leave.next_event()
+            if event is None:
+                return touched
+            if isinstance(event, StepStarted):
+                self._begin_local_step(event, now)
+            elif isinstance(event, StepEnded):
+                local = self._local_steps.pop((event.leaver, event.request, event.step), None)
+                if local is not None:
+                    self._end_rounds(local, aborted=event.aborted)
+            else:
+                touched |= self._leave_decided(event, now)
+
+    def _begin_local_step(self, event: StepStarted, now: float) -> None:
+        """Ask every leave participant of this node about ``event``'s step."""
+        assert self._clm is not None
+        key = (event.leaver, event.request, event.step)
+        local = self._local_steps[key] = _LocalStep(event.step)
+        change = self._clm.prospective_leave(event.leaver)
+        if change is not None:
+            proposal = LeaveProposal(
+                leaving=change.shutdown[0],
+                view_number=event.view_number,
+                change=change,
+                time_supervision=event.time_supervision,
+            )
+            for participant in self._leave_participants:
+                number = local.issued
+                local.issued += 1
+                try:
+                    round_ = participant.begin_leave_step(event.step, proposal, self._answer_for(key, number))
+                except Exception:
+                    log.exception("node %d: leave participant %r raised; it does not refuse", self.node_id, participant)
+                    continue
+                if round_ is not None:
+                    local.rounds.append(round_)
+                    local.pending.add(number)
+        self._report_local_step(key, local, now)
+
+    def _answer_for(self, key: tuple[int, int, LeaveStep], number: int) -> Callable[[bool], None]:
+        """The ``answer`` callable of one participant's round: from any thread, to the owner task."""
+
+        def answer(ok: bool = True) -> None:
+            self._post(lambda core, now: self._on_local_answer(key, number, bool(ok), now))
+
+        return answer
+
+    def _on_local_answer(self, key: tuple[int, int, LeaveStep], number: int, ok: bool, now: float) -> None:
+        local = self._local_steps.get(key)
+        if local is None or number not in local.pending:
+            return  # the step is over, or this round answered already
+        local.pending.discard(number)
+        if not ok and local.step is LeaveStep.VALIDATE:
+            local.rejected = True
+        self._report_local_step(key, local, now)
+
+    def _report_local_step(self, key: tuple[int, int, LeaveStep], local: _LocalStep, now: float) -> None:
+        """Tell the protocol once every round answered, or (VALIDATE) as soon as one refused."""
+        if local.reported or (local.pending and not local.rejected):
+            return
+        local.reported = True
+        leaver, request, step = key
+        self._leave.local_answer(leaver, request, step, not local.rejected, now)
+
+    def _end_rounds(self, local: _LocalStep, *, aborted: bool) -> None:
+        for round_ in local.rounds:
+            try:
+                if aborted:
+                    round_.abort()
+                else:
+                    round_.close()
+            except Exception:
+                log.exception("node %d: ending the leave round %r raised", self.node_id, round_)
+
+    def _leave_decided(self, decided: LeaveDecided, now: float) -> bool:
+        """This node's own leave: leave now, or log why it stays.  Returns whether the core left."""
+        core = self._core
+        assert core is not None
+        attempt = self._leave_attempt
+        if attempt is not None and attempt.request == decided.request:
+            attempt.decided = decided
+            attempt.done.set()
+        if not decided.leave:
+            assert decided.reason is not None
+            log.warning(
+                "node %d: its leave was called off (%s; rejected by %s, no answer in time from %s); it stays",
+                self.node_id,
+                decided.reason.value,
+                list(decided.rejected),
+                list(decided.timed_out),
+            )
+            return False
+        if core.stopped:
+            return False
+        core.leave(now)
+        return True
+
+    async def _validated_leave(self) -> None:
+        """Propose this node's leave, wait for the decision; again after a view change."""
+        for attempt_number in range(1, LEAVE_ATTEMPTS + 1):
+            if self._phase is not _Phase.RUNNING:
+                return
+            attempt = await self._propose_leave()
+            if attempt is None:
+                return  # stopped meanwhile
+            decided = await self._await_leave(attempt)
+            if decided is None or decided.leave:
+                return
+            assert decided.reason is not None
+            if decided.reason is AbortReason.VIEW_CHANGED and attempt_number < LEAVE_ATTEMPTS:
+                await self._until_settled()
+                continue
+            raise LeaveRejected(
+                self.node_id, reason=decided.reason.value, rejected=decided.rejected, timed_out=decided.timed_out
+            )
+
+    async def _propose_leave(self) -> _LeaveAttempt | None:
+        """This node's leave request: the one under way (joined), or a new one."""
+        proposed: list[_LeaveAttempt] = []
+
+        def propose(core: Membership, now: float) -> None:
+            attempt = self._leave_attempt
+            if core.stopped:
+                return
+            if attempt is None or attempt.done.is_set():
+                attempt = self._leave_attempt = _LeaveAttempt(self._leave.propose(now))
+            proposed.append(attempt)
+
+        await self._call(propose)
+        return proposed[0] if proposed else None
+
+    async def _await_leave(self, attempt: _LeaveAttempt) -> LeaveDecided | None:
+        attempt.waiters += 1
+        try:
+            await attempt.done.wait()
+        finally:
+            attempt.waiters -= 1
+            if not attempt.done.is_set() and not attempt.waiters and self._phase is _Phase.RUNNING:
+                # Every caller gave up (cancelled): call the leave off if it is still in VALIDATE.
+                self._inbox.append(_Post(lambda core, now: self._cancel_leave(attempt, now)))
+                assert self._wake is not None
+                self._wake.set()
+        return attempt.decided
+
+    def _cancel_leave(self, attempt: _LeaveAttempt, now: float) -> None:
+        if self._leave_attempt is attempt and not attempt.done.is_set():
+            self._leave.cancel(now)
+
+    async def _until_settled(self) -> None:
+        """After a view change: wait (at most the settle timeout) for a primary, or to be out."""
+        with anyio.move_on_after(self.settle_timeout):
+            while self._phase is _Phase.RUNNING and self.is_member and not self.is_primary:
+                assert self._changed is not None
+                await self._changed.wait()
+
+    def _post(self, fn: Callable[[Membership, float], None]) -> None:
+        """Run ``fn(core, now)`` on the owner task soon, followed by a pump.  From any thread."""
+        schedule = self._schedule
+        if self._phase is not _Phase.RUNNING or schedule is None:
+            return
+        self._inbox.append(_Post(fn))  # deque.append is atomic
+        try:
+            schedule(self._wake_owner)
+        except Exception:  # the event loop has finished: the node stopped
+            log.debug("node %d: an answer came after the event loop ended", self.node_id)
+
+    def _wake_owner(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def _deliver_changes(self, now: float) -> None:
         """Fire the CLM layer's timer if due, then hand out its changes: for each, swap the

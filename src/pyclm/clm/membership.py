@@ -130,6 +130,28 @@ class ClusterMembership:
         """The membership as reported now, as one value (``members`` is empty while out)."""
         return MembershipSnapshot(view_number=self._view_number, members=self.members(), local=self._local)
 
+    def prospective_leave(self, node_id: int) -> MembershipChange | None:
+        """The change a graceful leave of the member ``node_id`` would report: what its
+        VALIDATE and START steps show (``pyclm.clm.leave``).
+
+        The view number is the current one, ``members`` are the others and the leaving
+        node is in ``shutdown`` with ``member`` False (the local node's record too, when
+        it is the one leaving).  None while this node is not a member, or when
+        ``node_id`` is not one.
+        """
+        if not self._is_member:
+            return None
+        leaving = next((n for n in self._base if n.node_id == node_id), None)
+        if leaving is None or self._local is None:
+            return None
+        gone = attrs.evolve(leaving, member=False)
+        return MembershipChange(
+            view_number=self._view_number,
+            members=tuple(n for n in self._base if n.node_id != node_id),
+            shutdown=(gone,),
+            local=gone if node_id == self.node_id else self._local,
+        )
+
     def next_change(self) -> MembershipChange | None:
         """The oldest change not handed out yet, or None."""
         return self._changes.popleft() if self._changes else None

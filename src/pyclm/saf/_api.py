@@ -26,6 +26,8 @@ call any ``saClm*`` function, including ``saClmFinalize``.
 The entry points for the leave protocol are :func:`start_step` and :func:`abort_step`:
 they deliver VALIDATE, START and ABORTED callbacks to the handles that asked for them,
 and collect the answers given with ``saClmResponse_4`` (:mod:`pyclm.saf._steps`).
+:func:`leave_step` is what the binding, as the node's leave participant, does with each
+step of a validated leave (``pyclm.clm.leave``): it drives them.
 """
 
 from __future__ import annotations
@@ -36,7 +38,16 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from ..clm import MembershipChange, MembershipSnapshot, NotificationBuffer, TrackMode, track_changes, track_current
+from ..clm import (
+    LeaveProposal,
+    LeaveStep,
+    MembershipChange,
+    MembershipSnapshot,
+    NotificationBuffer,
+    TrackMode,
+    track_changes,
+    track_current,
+)
 from ..errors import UsageError
 from . import _loop
 from ._args import address, integer, target
@@ -71,6 +82,7 @@ __all__ = [
     "dispatch",
     "finalize",
     "initialize",
+    "leave_step",
     "notification_free",
     "response",
     "selection_object_get",
@@ -638,6 +650,69 @@ def abort_step(step_round: StepRound, *, root_cause: str = "") -> None:
                 continue
             delivery = TrackDelivery(buffer=shown, step=ChangeStep.ABORTED, root_cause=root_cause)
             handle.queue.put(PendingCallback(kind=CallbackKind.TRACK, payload=delivery))
+
+
+class _LeaveRound:
+    """A :class:`StepRound` as the node's leave protocol ends it (``pyclm.runtime.LeaveRound``)."""
+
+    def __init__(self, step_round: StepRound, root_cause: str) -> None:
+        self.step_round = step_round
+        self._root_cause = root_cause
+
+    def close(self) -> None:
+        """The step is over (answered, supervision over, or the leave went on): later answers get INVALID_PARAM."""
+        self.step_round.close()
+
+    def abort(self) -> None:
+        """The leave was called off: ABORTED to every handle the VALIDATE asked."""
+        if self.step_round.step is ChangeStep.VALIDATE:
+            abort_step(self.step_round, root_cause=self._root_cause)
+        else:
+            self.step_round.close()
+
+    def __repr__(self) -> str:
+        return f"<leave round {self.step_round!r}>"
+
+
+def leave_step(
+    binding: Binding, step: LeaveStep, proposal: LeaveProposal, answer: Callable[[bool], None]
+) -> _LeaveRound | None:
+    """One step of a validated leave, delivered to the handles of ``binding``'s node.
+
+    VALIDATE goes to the B.04 handles tracking with ``SA_TRACK_VALIDATE_STEP``, with
+    ``timeSupervision`` ``SA_TIME_UNKNOWN``; START to those with ``SA_TRACK_START_STEP``,
+    with the leaver's time supervision in ns.  Each shows ``proposal.change`` (the
+    leaving node SHUTDOWN), ``rootCauseEntity`` the leaving node's name.  ``answer(ok)``
+    is called once every asked handle answered or was withdrawn (stopped tracking,
+    finalized), or with False as soon as one REJECTED.  ``SA_CLM_CALLBACK_RESPONSE_ERROR``
+    does not refuse: it counts as an answer (docs/saf.md).  None when no handle was asked.
+    """
+    if step is LeaveStep.VALIDATE:
+        change_step, supervision = ChangeStep.VALIDATE, None
+    else:
+        change_step = ChangeStep.START
+        seconds = proposal.time_supervision
+        supervision = None if seconds is None else min(round(seconds * 1e9), 2**63 - 1)
+
+    def on_answer(step_round: StepRound) -> None:
+        if step_round.rejected:
+            answer(False)
+        elif step_round.complete:
+            answer(True)
+
+    root_cause = proposal.leaving.name
+    step_round = start_step(
+        binding.node,
+        change_step,
+        proposal.change,
+        time_supervision=supervision,
+        root_cause=root_cause,
+        on_answer=on_answer,
+    )
+    if not step_round.asked:
+        step_round.close()
+        return None
+    return _LeaveRound(step_round, root_cause)
 
 
 # ---------------------------------------------------------------------- event loops

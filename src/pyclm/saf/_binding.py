@@ -19,6 +19,14 @@ node's own snapshot (``node.membership_snapshot()``); the node swaps that just b
 calls the listeners, so a handle that read it in between already saw the next change,
 and skips it (see ``_Handle.baseline`` in :mod:`pyclm.saf._api`).
 
+The binding is also the node's *leave participant* (``node.add_leave_participant``):
+when a member asks to leave, the node hands each step of the validated leave to
+:meth:`Binding.begin_leave_step`, which delivers VALIDATE or START callbacks to the B.04
+handles that track with ``SA_TRACK_VALIDATE_STEP`` or ``SA_TRACK_START_STEP``
+(:func:`pyclm.saf._api.start_step`) and reports their ``saClmResponse_4`` answers back
+to the node.  Those answers come from application threads; the node takes them over to
+its own event loop.
+
 A binding ends when it is replaced (:func:`bind` with another node), by :func:`unbind`,
 or when its node stops: a graceful leave reports the local node SHUTDOWN, an abort
 reports it LEFT, and that is the node's last change.  The binding's handles then go
@@ -33,9 +41,12 @@ import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
-from ..clm import MembershipChange, MembershipSnapshot
+from ..clm import LeaveProposal, LeaveStep, MembershipChange, MembershipSnapshot
+
+if TYPE_CHECKING:
+    from ._api import _LeaveRound
 
 __all__ = ["LOCK", "Binding", "ClmNode", "FacadeLock", "MembershipObserver", "bind", "binding_for", "current", "unbind"]
 
@@ -92,7 +103,11 @@ foreign code runs.
 
 
 class ClmNode(Protocol):
-    """What the facade needs of a node: of :class:`pyclm.Node`'s CLM API, the snapshot and the listener."""
+    """What the facade needs of a node: of :class:`pyclm.Node`'s CLM API, the snapshot and the listener.
+
+    A node that also has ``add_leave_participant`` (:class:`pyclm.Node` does) gets the
+    binding as its leave participant: its validated leaves reach the step trackers.
+    """
 
     @property
     def node_id(self) -> int: ...
@@ -134,6 +149,10 @@ class Binding:
         self._closed = False
         self._left = False
         self._remove = node.add_membership_listener(self._membership_changed)
+        add_participant = getattr(node, "add_leave_participant", None)
+        self._remove_participant: Callable[[], None] = (
+            add_participant(self) if callable(add_participant) else lambda: None
+        )
 
     @property
     def state(self) -> MembershipSnapshot:
@@ -177,6 +196,22 @@ class Binding:
             self._end()
         # Outside the lock: the node may be calling our listener, which waits for it.
         self._remove()
+        self._remove_participant()
+
+    def begin_leave_step(
+        self, step: LeaveStep, proposal: LeaveProposal, answer: Callable[[bool], None]
+    ) -> _LeaveRound | None:
+        """The node's leave participant (``pyclm.runtime.LeaveParticipant``): deliver ``step``
+        of ``proposal`` to the step trackers of this node, on the node's event loop.
+
+        Returns the round (None when no handle tracks with that step's flag); ``answer``
+        is called, from the answering thread, once every asked handle answered or was
+        withdrawn, or as soon as one REJECTED a VALIDATE.  See
+        :func:`pyclm.saf._api.leave_step`.
+        """
+        from . import _api  # _api builds on this module
+
+        return _api.leave_step(self, step, proposal, answer)
 
     def _membership_changed(self, change: MembershipChange) -> None:
         """The node's listener: on the node's event loop, right after each change."""
