@@ -21,6 +21,8 @@ FORBIDDEN = frozenset({"asyncio", "anyio", "trio", "socket", "time", "threading"
 EXCLUDED = frozenset(
     {
         "runtime.py",  # the anyio node runtime: owns the clock, the transport and the storage
+        "_streams.py",  # the runtime's subscriber streams and listeners (anyio events, a lock)
+        "_leaving.py",  # the runtime's validated-leave driver (anyio tasks and events, a lock)
         "cli.py",  # the command line: reads the wall clock, files, argv
         "_taskgroups.py",  # an anyio helper shared by the runtime and the memory transport
         # FileStorage does file I/O (os.fsync, os.replace) for the driver; the core itself only
@@ -76,7 +78,7 @@ REQUIRED_CORE = frozenset(
 )
 
 #: Glue modules the core must not import either (that would drag the I/O in through the back door).
-GLUE_MODULES = frozenset({"runtime", "transports", "cli", "saf"})
+GLUE_MODULES = frozenset({"runtime", "_streams", "_leaving", "transports", "cli", "saf"})
 
 
 def core_modules() -> list[str]:

@@ -15,16 +15,15 @@ outputs in the order the core's contract asks for:
 2. send every datagram;
 3. publish every event: update :attr:`Node.view` and :attr:`Node.is_primary`, hand the
    event to each subscriber of :meth:`Node.events`, and feed it to the node's CLM layer
-   (:class:`~pyclm.clm.ClusterMembership`) and to its validated leave
-   (:class:`~pyclm.clm.LeaveProtocol`), in the core's order;
+   (:class:`~pyclm.clm.ClusterMembership`) and to its validated leave, in the core's
+   order;
 4. deliver the CLM layer's changes (after firing its settle timer if that came due):
    for each one, swap the membership snapshot the accessors read
    (:meth:`Node.cluster_members` and the others), then hand the change to each
    :meth:`Node.track` subscriber, then call each membership listener;
-5. drive the validated leave (after firing its timer if due): hand its CLM messages to
-   the core (``send_clm``), ask this node's leave participants about the steps it
-   starts, end the steps it ends, and act on this node's own leave decision (the core's
-   ``leave``); if the core got anything to send, drain it again from step 1;
+5. drive the validated leave (:mod:`pyclm._leaving`): it may hand the core CLM messages
+   (``send_clm``) or this node's own leave (``leave``); if the core got anything to
+   send, drain it again from step 1;
 6. re-arm the one timer at the earliest of the core's, the CLM layer's and the leave's
    deadlines.
 
@@ -34,17 +33,20 @@ the events: when a listener runs, :attr:`Node.view` and :attr:`Node.primary_numb
 already show the event that caused the change, and the membership accessors show the
 change itself.  Steps 3 and 4 have no ``await`` between them, so a tracker's snapshot
 and the changes after it never miss or repeat one.  With one owner and an inbox there is
-no lock.
+no lock.  The subscribers' bounded streams and the listeners (:mod:`pyclm._streams`)
+and the validated leave's driver (:mod:`pyclm._leaving`) have modules of their own,
+each with its theory of operation.
 
 Threads: the membership accessors (:attr:`Node.view_number`, :attr:`Node.is_member`,
 :meth:`Node.cluster_members`, :meth:`Node.local_node`, :meth:`Node.cluster_node`,
 :meth:`Node.membership_snapshot`) may be called from any thread.  The owner task
 replaces one immutable :class:`~pyclm.clm.MembershipSnapshot` per change; readers only
-load that reference.  Listeners and leave participants are added and removed under a
-lock, copy-on-write, so the owner task reads them without one.  A participant's answer
-may come from any thread: it is appended to the inbox and the owner is woken through the
-event loop's thread-safe entry (``loop.call_soon_threadsafe`` on asyncio,
-``TrioToken.run_sync_soon`` on trio).  Everything else is for the event loop's tasks.
+load that reference.  Listeners and leave participants may be added and removed from any
+thread (copy-on-write, under a lock).  Work handed to the owner task from another thread
+(a leave participant's answer, :meth:`Node._post`) is appended to the inbox and the owner
+is woken through the event loop's thread-safe entry (``loop.call_soon_threadsafe`` on
+asyncio, ``TrioToken.run_sync_soon`` on trio).  Everything else is for the event loop's
+tasks.
 
 Time is ``anyio.current_time()``; the wall clock that seeds the incarnation is
 ``time.time_ns()``.  The core itself never reads a clock.
@@ -62,16 +64,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import inspect
 import logging
 import math
 import random
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Self
 
 import anyio
 import anyio.abc
@@ -79,22 +79,20 @@ import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
+from ._leaving import LEAVE_ATTEMPTS as LEAVE_ATTEMPTS
+from ._leaving import LeaveDriver
+from ._leaving import LeaveParticipant as LeaveParticipant
+from ._leaving import LeaveRound as LeaveRound
+from ._streams import EventsLost as EventsLost
+from ._streams import EventSubscription as EventSubscription
+from ._streams import MembershipTrack as MembershipTrack
+from ._streams import Subscribers
 from ._taskgroups import exit_task_group
-from .clm import ChangesLost, ClusterMembership, ClusterNode, MembershipChange, MembershipSnapshot
-from .clm.leave import (
-    DEFAULT_START_SUPERVISION,
-    DEFAULT_VALIDATE_TIMEOUT,
-    AbortReason,
-    LeaveDecided,
-    LeaveProposal,
-    LeaveProtocol,
-    LeaveStep,
-    StepEnded,
-    StepStarted,
-)
+from .clm import ClusterMembership, ClusterNode, MembershipChange, MembershipSnapshot
+from .clm.leave import DEFAULT_START_SUPERVISION, DEFAULT_VALIDATE_TIMEOUT, LeaveProposal
 from .config import MembershipConfig
 from .core import Membership
-from .errors import ConfigError, LeaveRejected, UsageError
+from .errors import ConfigError, UsageError
 from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import View
 from .storage import MemoryStorage, Storage
@@ -111,119 +109,6 @@ DEFAULT_EVENT_BUFFER = 256
 DEFAULT_TRACK_BUFFER = 256
 #: The default settle timeout of the CLM layer, in suspect timeouts (see :class:`Node`).
 SETTLE_SUSPECT_TIMEOUTS = 4
-#: How many times a validated leave is proposed when views keep changing under it.
-LEAVE_ATTEMPTS = 3
-
-ItemT = TypeVar("ItemT")
-MarkerT = TypeVar("MarkerT")
-
-
-@attrs.frozen(kw_only=True)
-class EventsLost:
-    """Yielded by :meth:`Node.events` in place of ``count`` events this subscriber was too slow to take.
-
-    The lost events are the oldest ones that were waiting: everything yielded after the
-    marker is newer.  Read :attr:`Node.view` and :attr:`Node.is_primary` to catch up.
-    """
-
-    count: int
-
-
-class _BoundedStream(Generic[ItemT, MarkerT]):
-    """One subscriber's bounded buffer, read as an async iterator; the owner task fills it.
-
-    ``first`` (if given) is yielded before anything else and does not count against
-    ``buffer``.  When ``buffer`` items wait and another comes, the oldest is dropped and
-    the next item yielded is ``lost(count)``, followed by the newer items.  The iteration
-    ends once the stream is ended and drained.  ``subscribers`` is the owner's set this
-    stream sits in; :meth:`close` takes it out.
-    """
-
-    def __init__(
-        self,
-        buffer: int,
-        lost: Callable[[int], MarkerT],
-        subscribers: set[Any],
-        first: ItemT | None = None,
-    ) -> None:
-        self._buffer = buffer
-        self._lost_marker = lost
-        self._subscribers = subscribers
-        self._first = first
-        self._queue: deque[ItemT] = deque()
-        self._lost = 0
-        self._ended = False
-        self._wake = anyio.Event()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ItemT | MarkerT:
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        while True:
-            if self._first is not None:
-                first, self._first = self._first, None
-                return first
-            if self._lost:
-                lost, self._lost = self._lost, 0
-                return self._lost_marker(lost)
-            if self._queue:
-                return self._queue.popleft()
-            if self._ended:
-                raise StopAsyncIteration
-            await self._wake.wait()
-            self._wake = anyio.Event()
-
-    def close(self) -> None:
-        """Unsubscribe now: what is still buffered is discarded and the iteration ends."""
-        self._first = None
-        self._queue.clear()
-        self._lost = 0
-        self._end()
-        self._subscribers.discard(self)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _put(self, item: ItemT) -> None:
-        if len(self._queue) >= self._buffer:
-            self._queue.popleft()
-            self._lost += 1
-        self._queue.append(item)
-        self._wake.set()
-
-    def _end(self) -> None:
-        self._ended = True
-        self._wake.set()
-
-
-class EventSubscription(_BoundedStream[Event, EventsLost]):
-    """One subscriber's stream of a node's events: an async iterator; see :meth:`Node.events`."""
-
-    def __init__(self, node: Node, buffer: int) -> None:
-        super().__init__(buffer, lambda count: EventsLost(count=count), node._subscriptions)
-
-
-class MembershipTrack(_BoundedStream[MembershipSnapshot | MembershipChange, ChangesLost]):
-    """One tracker of a node's membership: an async iterator; see :meth:`Node.track`."""
-
-    def __init__(self, node: Node, buffer: int) -> None:
-        # Taken in the same step as the subscription: no change falls between the two.
-        first = node.membership_snapshot()
-        super().__init__(buffer, lambda count: ChangesLost(count=count), node._trackers, first)
-
-
-class _Listener:
-    """One registered membership listener; ``active`` goes False when it is removed."""
-
-    __slots__ = ("active", "fn")
-
-    def __init__(self, fn: Callable[[MembershipChange], None]) -> None:
-        self.fn = fn
-        self.active = True
 
 
 class _Call:
@@ -244,133 +129,6 @@ class _Post:
 
     def __init__(self, fn: Callable[[Membership, float], None]) -> None:
         self.fn = fn
-
-
-# ---------------------------------------------------------------------- taking part in validated leaves
-
-
-class LeaveRound(Protocol):
-    """One participant's part in one step of a leave (what ``begin_leave_step`` returns).
-
-    The node calls exactly one of the two, once, on its event loop.
-    """
-
-    def close(self) -> None:
-        """The step is over here (all answered, the time ran out, or the leave went on):
-        stop waiting; answers after this are refused."""
-
-    def abort(self) -> None:
-        """VALIDATE only: the leave was called off; tell those that were asked (ABORTED)."""
-
-
-class LeaveParticipant(Protocol):
-    """Something on this node that takes part in validated leaves: the SAF facade's
-    binding (its VALIDATE_STEP and START_STEP trackers) and each leave validator.
-
-    Register it with :meth:`Node.add_leave_participant`.
-    """
-
-    def begin_leave_step(
-        self, step: LeaveStep, proposal: LeaveProposal, answer: Callable[[bool], None]
-    ) -> LeaveRound | None:
-        """Ask whoever this participant stands for about ``step`` of ``proposal``.
-
-        Called on the node's event loop; must not block.  Return None when there is no
-        one to ask (that counts as OK).  Otherwise return the round, and call
-        ``answer(ok)`` once everyone answered (VALIDATE: ``answer(False)`` as soon as one
-        refused; START: the value is ignored).  ``answer`` may be called from any thread,
-        also before this method returns; only its first call counts.
-        """
-
-
-class _SettledRound:
-    """A round whose answer was given at once (a synchronous validator)."""
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-class _PendingValidation:
-    """An async validator's round: a task in the node's task group, cancelled when the step ends."""
-
-    def __init__(self, node_id: int, fn: object, answer: Callable[[bool], None]) -> None:
-        self._node_id = node_id
-        self._fn = fn
-        self._answer = answer
-        self._scope = anyio.CancelScope()
-
-    async def run(self, pending: Awaitable[object]) -> None:
-        with self._scope:
-            try:
-                result = await pending
-            except Exception:
-                log.exception("node %d: leave validator %r raised; it does not refuse", self._node_id, self._fn)
-                self._answer(True)
-            else:
-                self._answer(bool(result))
-
-    def close(self) -> None:
-        self._scope.cancel()
-
-    def abort(self) -> None:
-        self._scope.cancel()
-
-
-class _Validator:
-    """:meth:`Node.add_leave_validator`'s function as a participant: VALIDATE only."""
-
-    def __init__(self, node: Node, fn: Callable[[LeaveProposal], bool | Awaitable[bool]]) -> None:
-        self._node = node
-        self.fn = fn
-
-    def begin_leave_step(
-        self, step: LeaveStep, proposal: LeaveProposal, answer: Callable[[bool], None]
-    ) -> LeaveRound | None:
-        if step is not LeaveStep.VALIDATE:
-            return None
-        node_id = self._node.node_id
-        try:
-            result = self.fn(proposal)
-        except Exception:
-            log.exception("node %d: leave validator %r raised; it does not refuse", node_id, self.fn)
-            return None
-        if inspect.isawaitable(result):
-            pending = _PendingValidation(node_id, self.fn, answer)
-            task_group = self._node._task_group
-            assert task_group is not None
-            task_group.start_soon(pending.run, result)
-            return pending
-        answer(bool(result))
-        return _SettledRound()
-
-
-class _LocalStep:
-    """One step of one leave on this node: the participants' rounds and who still owes an answer."""
-
-    __slots__ = ("issued", "pending", "rejected", "reported", "rounds", "step")
-
-    def __init__(self, step: LeaveStep) -> None:
-        self.step = step
-        self.rounds: list[LeaveRound] = []
-        self.pending: set[int] = set()  # numbers of the rounds that have not answered
-        self.issued = 0  # round numbers handed out
-        self.rejected = False
-        self.reported = False
-
-
-class _LeaveAttempt:
-    """This node's own leave request, as its callers wait for it."""
-
-    __slots__ = ("decided", "done", "request", "waiters")
-
-    def __init__(self, request: int) -> None:
-        self.request = request
-        self.decided: LeaveDecided | None = None  # None once done: the node stopped
-        self.done = anyio.Event()
-        self.waiters = 0
 
 
 def _loop_scheduler() -> Callable[[Callable[[], object]], object]:
@@ -500,24 +258,19 @@ class Node:
         self._inbox: deque[tuple[bytes, Any] | _Call | _Post] = deque()
         self._timer_at: float | None = None  # the earlier of the two below
         self._core_timer_at: float | None = None
-        self._subscriptions: set[EventSubscription] = set()
-        # The CLM layer (created with the core), what its accessors read, and its subscribers.
+        # Event subscribers, membership trackers and listeners (pyclm._streams).
+        self._subscribers = Subscribers(config.node_id)
+        # The CLM layer (created with the core) and what its accessors read.
         self._clm: ClusterMembership | None = None
         self._membership = MembershipSnapshot(view_number=0, members=(), local=None)
-        self._trackers: set[MembershipTrack] = set()
-        self._listeners: tuple[_Listener, ...] = ()
-        self._listeners_lock = threading.Lock()
-        # The validated leave (pyclm.clm.leave): this node's part, its participants, the
+        # The validated leave (pyclm._leaving): this node's part, its participants, the
         # steps they are taking part in, and this node's own request.
-        self._leave = LeaveProtocol(
-            config.node_id,
+        self._leave = LeaveDriver(
+            self,
             validate_timeout=validate_timeout,
             start_supervision=start_supervision,
             retry_interval=config.timing.heartbeat_interval,
         )
-        self._leave_participants: tuple[LeaveParticipant, ...] = ()
-        self._local_steps: dict[tuple[int, int, LeaveStep], _LocalStep] = {}
-        self._leave_attempt: _LeaveAttempt | None = None
         self._schedule: Callable[[Callable[[], object]], object] | None = None  # set on entry
         self._dropped_inbox_full = 0
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -640,10 +393,7 @@ class Node:
         if buffer < 1:
             raise ValueError(f"buffer must hold at least one event, got {buffer!r}")
         subscription = EventSubscription(self, buffer)
-        if self._phase is _Phase.STOPPED:
-            subscription._end()
-        else:
-            self._subscriptions.add(subscription)
+        self._subscribers.subscribe(subscription, stopped=self._phase is _Phase.STOPPED)
         return subscription
 
     def track(self, buffer: int = DEFAULT_TRACK_BUFFER) -> MembershipTrack:
@@ -661,10 +411,7 @@ class Node:
         if buffer < 1:
             raise ValueError(f"buffer must hold at least one change, got {buffer!r}")
         track = MembershipTrack(self, buffer)
-        if self._phase is _Phase.STOPPED:
-            track._end()
-        else:
-            self._trackers.add(track)
+        self._subscribers.subscribe(track, stopped=self._phase is _Phase.STOPPED)
         return track
 
     def add_membership_listener(self, fn: Callable[[MembershipChange], None]) -> Callable[[], None]:
@@ -680,16 +427,7 @@ class Node:
         show it: read them after adding, and use the view numbers to drop a change seen
         twice.
         """
-        listener = _Listener(fn)
-        with self._listeners_lock:
-            self._listeners = (*self._listeners, listener)
-
-        def remove() -> None:
-            with self._listeners_lock:
-                listener.active = False
-                self._listeners = tuple(entry for entry in self._listeners if entry is not listener)
-
-        return remove
+        return self._subscribers.add_listener(fn)
 
     async def get_node(self, node_id: int) -> ClusterNode | None:
         """:meth:`cluster_node` for async callers (``saClmClusterNodeGetAsync``'s shape).
@@ -743,7 +481,7 @@ class Node:
             raise TypeError(f"validate must be True or False, got {validate!r}")
         if self._phase is _Phase.RUNNING:
             if validate:
-                await self._validated_leave()
+                await self._leave.leave()
             else:
                 await self._call(lambda core, now: None if core.stopped else core.leave(now))
         assert self._stopped is not None
@@ -764,21 +502,12 @@ class Node:
         :meth:`add_membership_listener`, adding and removing work from any thread; a
         validator added while a leave is being validated is asked from the next one on.
         """
-        return self.add_leave_participant(_Validator(self, fn))
+        return self._leave.add_validator(fn)
 
     def add_leave_participant(self, participant: LeaveParticipant) -> Callable[[], None]:
         """Register a :class:`LeaveParticipant` (the SAF facade's binding uses this); returns
         the function that removes it.  Thread-safe; removing is idempotent."""
-        if not callable(getattr(participant, "begin_leave_step", None)):
-            raise TypeError(f"a leave participant has a begin_leave_step method, got {type(participant).__name__}")
-        with self._listeners_lock:
-            self._leave_participants = (*self._leave_participants, participant)
-
-        def remove() -> None:
-            with self._listeners_lock:
-                self._leave_participants = tuple(p for p in self._leave_participants if p is not participant)
-
-        return remove
+        return self._leave.add_participant(participant)
 
     def abort(self) -> None:
         """Stop at once without telling the cluster (it sees a crash); the transport gets closed.
@@ -884,27 +613,17 @@ class Node:
         self._phase = _Phase.STOPPED
         self._view = None
         self._primary_number = None
-        for subscription in self._subscriptions:
-            subscription._end()
-        self._subscriptions.clear()
+        self._subscribers.end_events()
         clm = self._clm
         assert clm is not None
         clm.handle_abort()  # after a graceful leave it already reported SHUTDOWN: nothing more
         self._deliver_changes(anyio.current_time())
-        for track in self._trackers:
-            track._end()
-        self._trackers.clear()
+        self._subscribers.end_trackers()
         for item in self._inbox:
             if isinstance(item, _Call):
                 item.done.set()
         self._inbox.clear()
-        steps = list(self._local_steps.values())
-        self._local_steps.clear()
-        for local in steps:
-            self._end_rounds(local, aborted=False)
-        attempt = self._leave_attempt
-        if attempt is not None:
-            attempt.done.set()  # with no decision: the node stopped (left, or aborted)
+        self._leave.finish()
         assert self._stopped is not None
         self._stopped.set()
         self._notify()
@@ -974,7 +693,7 @@ class Node:
                 self._publish(event, drained_at)
             now = anyio.current_time()
             self._deliver_changes(now)
-            if not self._drive_leave(now):
+            if not self._leave.drive(core, clm, now):
                 break
         self._core_timer_at = core_timer_at = core.get_timer()
         timers = [t for t in (core_timer_at, clm.get_timer(), self._leave.get_timer()) if t is not None]
@@ -989,197 +708,10 @@ class Node:
             self._primary_number = event.number
         elif isinstance(event, PrimaryLost | Stopped):
             self._primary_number = None
-        for subscription in self._subscriptions:
-            subscription._put(event)
+        self._subscribers.publish(event)
         assert self._clm is not None
         self._clm.handle_event(event, now)
         self._leave.handle_event(event, now)
-
-    # ------------------------------------------------------------------ the validated leave (owner task)
-
-    def _drive_leave(self, now: float) -> bool:
-        """Fire the leave protocol's timer if due, send its messages and act on its events
-        (no await).  Returns whether the core got something to send (drain it again)."""
-        core = self._core
-        assert core is not None
-        leave = self._leave
-        deadline = leave.get_timer()
-        if deadline is not None and now >= deadline:
-            leave.handle_timer(now)
-        touched = False
-        while True:
-            for payload, to in leave.messages_to_send():
-                if not core.stopped and core.view is not None:
-                    core.send_clm(payload, to, now)
-                    touched = True
-            event = leave.next_event()
-            if event is None:
-                return touched
-            if isinstance(event, StepStarted):
-                self._begin_local_step(event, now)
-            elif isinstance(event, StepEnded):
-                local = self._local_steps.pop((event.leaver, event.request, event.step), None)
-                if local is not None:
-                    self._end_rounds(local, aborted=event.aborted)
-            else:
-                touched |= self._leave_decided(event, now)
-
-    def _begin_local_step(self, event: StepStarted, now: float) -> None:
-        """Ask every leave participant of this node about ``event``'s step."""
-        assert self._clm is not None
-        key = (event.leaver, event.request, event.step)
-        local = self._local_steps[key] = _LocalStep(event.step)
-        change = self._clm.prospective_leave(event.leaver)
-        if change is not None:
-            proposal = LeaveProposal(
-                leaving=change.shutdown[0],
-                view_number=event.view_number,
-                change=change,
-                time_supervision=event.time_supervision,
-            )
-            for participant in self._leave_participants:
-                number = local.issued
-                local.issued += 1
-                try:
-                    round_ = participant.begin_leave_step(event.step, proposal, self._answer_for(key, number))
-                except Exception:
-                    log.exception("node %d: leave participant %r raised; it does not refuse", self.node_id, participant)
-                    continue
-                if round_ is not None:
-                    local.rounds.append(round_)
-                    local.pending.add(number)
-        self._report_local_step(key, local, now)
-
-    def _answer_for(self, key: tuple[int, int, LeaveStep], number: int) -> Callable[[bool], None]:
-        """The ``answer`` callable of one participant's round: from any thread, to the owner task."""
-
-        def answer(ok: bool = True) -> None:
-            self._post(lambda core, now: self._on_local_answer(key, number, bool(ok), now))
-
-        return answer
-
-    def _on_local_answer(self, key: tuple[int, int, LeaveStep], number: int, ok: bool, now: float) -> None:
-        local = self._local_steps.get(key)
-        if local is None or number not in local.pending:
-            return  # the step is over, or this round answered already
-        local.pending.discard(number)
-        if not ok and local.step is LeaveStep.VALIDATE:
-            local.rejected = True
-        self._report_local_step(key, local, now)
-
-    def _report_local_step(self, key: tuple[int, int, LeaveStep], local: _LocalStep, now: float) -> None:
-        """Tell the protocol once every round answered, or (VALIDATE) as soon as one refused."""
-        if local.reported or (local.pending and not local.rejected):
-            return
-        local.reported = True
-        leaver, request, step = key
-        self._leave.local_answer(leaver, request, step, not local.rejected, now)
-
-    def _end_rounds(self, local: _LocalStep, *, aborted: bool) -> None:
-        for round_ in local.rounds:
-            try:
-                if aborted:
-                    round_.abort()
-                else:
-                    round_.close()
-            except Exception:
-                log.exception("node %d: ending the leave round %r raised", self.node_id, round_)
-
-    def _leave_decided(self, decided: LeaveDecided, now: float) -> bool:
-        """This node's own leave: leave now, or log why it stays.  Returns whether the core left."""
-        core = self._core
-        assert core is not None
-        attempt = self._leave_attempt
-        if attempt is not None and attempt.request == decided.request:
-            attempt.decided = decided
-            attempt.done.set()
-        if not decided.leave:
-            assert decided.reason is not None
-            log.warning(
-                "node %d: its leave was called off (%s; rejected by %s, no answer in time from %s); it stays",
-                self.node_id,
-                decided.reason.value,
-                list(decided.rejected),
-                list(decided.timed_out),
-            )
-            return False
-        if core.stopped:
-            return False
-        core.leave(now)
-        return True
-
-    async def _validated_leave(self) -> None:
-        """Propose this node's leave, wait for the decision; again after a view change."""
-        for attempt_number in range(1, LEAVE_ATTEMPTS + 1):
-            if self._phase is not _Phase.RUNNING:
-                return
-            attempt = await self._propose_leave()
-            if attempt is None:
-                return  # stopped meanwhile
-            decided = await self._await_leave(attempt)
-            if decided is None or decided.leave:
-                return
-            assert decided.reason is not None
-            if decided.reason is AbortReason.VIEW_CHANGED and attempt_number < LEAVE_ATTEMPTS:
-                await self._until_settled()
-                continue
-            raise LeaveRejected(
-                self.node_id, reason=decided.reason.value, rejected=decided.rejected, timed_out=decided.timed_out
-            )
-
-    async def _propose_leave(self) -> _LeaveAttempt | None:
-        """This node's leave request: the one under way (joined), or a new one."""
-        proposed: list[_LeaveAttempt] = []
-
-        def propose(core: Membership, now: float) -> None:
-            attempt = self._leave_attempt
-            if core.stopped:
-                return
-            if attempt is None or attempt.done.is_set():
-                attempt = self._leave_attempt = _LeaveAttempt(self._leave.propose(now))
-            proposed.append(attempt)
-
-        await self._call(propose)
-        return proposed[0] if proposed else None
-
-    async def _await_leave(self, attempt: _LeaveAttempt) -> LeaveDecided | None:
-        attempt.waiters += 1
-        try:
-            await attempt.done.wait()
-        finally:
-            attempt.waiters -= 1
-            if not attempt.done.is_set() and not attempt.waiters and self._phase is _Phase.RUNNING:
-                # Every caller gave up (cancelled): call the leave off if it is still in VALIDATE.
-                self._inbox.append(_Post(lambda core, now: self._cancel_leave(attempt, now)))
-                assert self._wake is not None
-                self._wake.set()
-        return attempt.decided
-
-    def _cancel_leave(self, attempt: _LeaveAttempt, now: float) -> None:
-        if self._leave_attempt is attempt and not attempt.done.is_set():
-            self._leave.cancel(now)
-
-    async def _until_settled(self) -> None:
-        """After a view change: wait (at most the settle timeout) for a primary, or to be out."""
-        with anyio.move_on_after(self.settle_timeout):
-            while self._phase is _Phase.RUNNING and self.is_member and not self.is_primary:
-                assert self._changed is not None
-                await self._changed.wait()
-
-    def _post(self, fn: Callable[[Membership, float], None]) -> None:
-        """Run ``fn(core, now)`` on the owner task soon, followed by a pump.  From any thread."""
-        schedule = self._schedule
-        if self._phase is not _Phase.RUNNING or schedule is None:
-            return
-        self._inbox.append(_Post(fn))  # deque.append is atomic
-        try:
-            schedule(self._wake_owner)
-        except Exception:  # the event loop has finished: the node stopped
-            log.debug("node %d: an answer came after the event loop ended", self.node_id)
-
-    def _wake_owner(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
 
     def _deliver_changes(self, now: float) -> None:
         """Fire the CLM layer's timer if due, then hand out its changes: for each, swap the
@@ -1192,17 +724,9 @@ class Node:
             clm.handle_timer(now)
         while (change := clm.next_change()) is not None:
             self._membership = MembershipSnapshot.after(change)
-            for track in self._trackers:
-                track._put(change)
-            for listener in self._listeners:
-                if not listener.active:
-                    continue  # removed (from another thread) after this loop began
-                try:
-                    listener.fn(change)
-                except Exception:
-                    log.exception(
-                        "node %d: membership listener %r raised; it stays registered", self.node_id, listener.fn
-                    )
+            self._subscribers.deliver(change)
+
+    # ------------------------------------------------------------------ the inbox: inputs for the owner task
 
     async def _receive_loop(self) -> None:
         """Move datagrams from the transport to the inbox (dropping them when it is full)."""
@@ -1222,8 +746,6 @@ class Node:
                 log.debug("node %d: its transport was closed under it; stopping", self.node_id)
                 self.abort()
 
-    # ------------------------------------------------------------------ helpers
-
     async def _call(self, fn: Callable[[Membership, float], None]) -> None:
         """Run ``fn(core, now)`` on the owner task, followed by a pump; re-raise its UsageError."""
         if self._phase is not _Phase.RUNNING:
@@ -1235,6 +757,29 @@ class Node:
         await call.done.wait()
         if call.error is not None:
             raise call.error
+
+    def _post(self, fn: Callable[[Membership, float], None]) -> None:
+        """Run ``fn(core, now)`` on the owner task soon, followed by a pump.  From any thread."""
+        schedule = self._schedule
+        if self._phase is not _Phase.RUNNING or schedule is None:
+            return
+        self._inbox.append(_Post(fn))  # deque.append is atomic
+        try:
+            schedule(self._wake_owner)
+        except Exception:  # the event loop has finished: the node stopped
+            log.debug("node %d: an answer came after the event loop ended", self.node_id)
+
+    def _post_from_loop(self, fn: Callable[[Membership, float], None]) -> None:
+        """:meth:`_post` from the event loop's own tasks: it wakes the owner task at once."""
+        self._inbox.append(_Post(fn))
+        assert self._wake is not None
+        self._wake.set()
+
+    def _wake_owner(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # ------------------------------------------------------------------ helpers
 
     async def _storage_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._storage_blocks:
