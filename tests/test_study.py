@@ -82,6 +82,27 @@ def test_without_changes_every_policy_forms_the_first_primary() -> None:
         assert Run(small().quorum(policy), 8, [], 1, settle=20.0).run(5.0)
 
 
+@pytest.mark.parametrize("policy", ["ykd", "dfls", "one-pending"])
+def test_the_exchange_round_costs_one_more_round_to_form(policy: str) -> None:
+    quorum = small().quorum(policy)
+    lags = []
+    for seed in range(20):
+        piggybacked = Run(quorum, 8, [], seed, settle=20.0)
+        separate = Run(quorum, 8, [], seed, settle=20.0, exchange_round=True)
+        assert piggybacked.run(5.0) and separate.run(5.0)
+        # Every process forms the same first primary, one message delay (0.5 to 1.5) later.
+        assert {(p, n) for _, p, n in piggybacked.formed} == {(p, n) for _, p, n in separate.formed}
+        assert separate.messages > piggybacked.messages
+        lags.append(min(t for t, _, _ in separate.formed) - min(t for t, _, _ in piggybacked.formed))
+    assert all(lag > 0.4 for lag in lags) and 0.8 < sum(lags) / len(lags) < 2.0, lags
+
+
+def test_an_exchange_round_study_does_not_mix_with_the_piggybacked_one(tmp_path: Path) -> None:
+    run_study(small(ks=(1,), runs=10), tmp_path, jobs=1, pool_factory=SerialPool)
+    with pytest.raises(ConfigError):
+        run_study(small(ks=(1,), runs=10, exchange_round=True), tmp_path, jobs=1, pool_factory=SerialPool)
+
+
 def test_one_split_ykd_always_has_a_primary_and_majority_loses_exact_halves() -> None:
     config = small(processes=8, policies=("majority", "ykd"))
     outcomes = [one_schedule(config, 1, 2.0, i) for i in range(60)]

@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     availability.add_argument("--policies", help="comma-separated policy names (default: all of the study's)")
     availability.add_argument("--named-only", action="store_true", help="only k in 1,5,20 x gap in 0.5,2,8 rounds")
     availability.add_argument("--seed", type=int, default=1, help="the study's seed (schedules derive from it)")
+    availability.add_argument(
+        "--exchange-round",
+        action="store_true",
+        help="the policies' state exchange as a round of its own after the install (one more round to form)",
+    )
     return parser
 
 
@@ -143,7 +148,9 @@ def _study(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError("--jobs", f"must be at least 1, got {args.jobs}")
     policies = tuple(p.strip() for p in args.policies.split(",")) if args.policies else DEFAULT_POLICIES
-    config = StudyConfig(processes=args.processes, policies=policies, runs=args.runs, seed=args.seed)
+    config = StudyConfig(
+        processes=args.processes, policies=policies, runs=args.runs, seed=args.seed, exchange_round=args.exchange_round
+    )
     if args.named_only:
         config = attrs.evolve(config, ks=NAMED_KS, gaps=NAMED_GAPS)
     try:

@@ -60,6 +60,8 @@ class StudyConfig:
     settle: float = 40.0
     #: votequorum's last_man_standing_window, in rounds.
     lms_window: float = 10.0
+    #: The state exchange as a round of its own after the install (study.model.Run).
+    exchange_round: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not 2 <= self.processes <= 1024:
@@ -88,7 +90,10 @@ class StudyConfig:
 
     def identity(self) -> dict[str, str]:
         """What runs.csv must agree on to be resumed."""
-        return {"processes": str(self.processes), "seed": str(self.seed), "policies": " ".join(self.policies)}
+        out = {"processes": str(self.processes), "seed": str(self.seed), "policies": " ".join(self.policies)}
+        if self.exchange_round:
+            out["exchange"] = "round"
+        return out
 
 
 def run_seed(config: StudyConfig, k: int, gap: float, index: int) -> int:
@@ -99,7 +104,7 @@ def run_seed(config: StudyConfig, k: int, gap: float, index: int) -> int:
 #: Policies unsafe by design: their safety violations are counted, not raised.
 UNSAFE = frozenset({"votequorum"})
 #: Each worker computes the steady state (after the cold start) once per policy.
-_STEADY: dict[tuple[str, int, float], dict[int, bytes | None]] = {}
+_STEADY: dict[tuple[str, int, float, bool], dict[int, bytes | None]] = {}
 
 
 def one_schedule(config: StudyConfig, k: int, gap: float, index: int) -> tuple[str, ...]:
@@ -110,9 +115,15 @@ def one_schedule(config: StudyConfig, k: int, gap: float, index: int) -> tuple[s
     settle = config.settle + (config.lms_window if "votequorum" in config.policies else 0.0)
     out = []
     for policy in config.policies:
-        key = (policy, config.processes, config.start)
+        key = (policy, config.processes, config.start, config.exchange_round)
         if key not in _STEADY:
-            _STEADY[key] = steady_state(config.quorum(policy), config.processes, start=config.start, settle=settle)
+            _STEADY[key] = steady_state(
+                config.quorum(policy),
+                config.processes,
+                start=config.start,
+                settle=settle,
+                exchange_round=config.exchange_round,
+            )
         run = Run(
             config.quorum(policy),
             config.processes,
@@ -121,6 +132,7 @@ def one_schedule(config: StudyConfig, k: int, gap: float, index: int) -> tuple[s
             settle=settle,
             tolerate_violations=policy in UNSAFE,
             initial=_STEADY[key],
+            exchange_round=config.exchange_round,
         )
         outcome = "1" if run.run(config.start) else "0"
         out.append(outcome + ("x" if run.violations else ""))

@@ -18,6 +18,12 @@ View agreement is pyclm's (:mod:`pyclm.core`), round for round:
 3. with every ack in, the coordinator *installs* the view and sends the gathered
    states; a member installs on receipt if the view is still the one it accepted.
 
+With ``exchange_round`` the policy states do not ride on the ACK and INSTALL: once a
+member installs the view it sends its state to every other member, and its policy sees
+the view only when every member's state is in (one more round, as in YKD's paper, where
+the state exchange is a round of its own).  That variant exists to measure what one more
+round to form costs (docs/availability.md).
+
 A change that strikes in the middle leaves the view installed at some members and not
 at others, and policy messages of a view still arrive while their receiver has not
 installed a newer one - as in the core.  Messages are never lost and nobody crashes:
@@ -37,7 +43,7 @@ from ..voting import FormPrimary, LosePrimary, QuorumConfig, QuorumPolicy, SendQ
 from ..voting.oracle import SessionTruth
 from .schedule import Change
 
-_CHANGE, _PROPOSE, _PROP, _ACK, _INSTALL, _QUORUM, _TIMER = range(7)
+_CHANGE, _PROPOSE, _PROP, _ACK, _INSTALL, _QUORUM, _TIMER, _STATE = range(8)
 _NEVER = 1e18  # the retry interval: nothing is lost here, so nothing is retried
 
 
@@ -46,7 +52,21 @@ def _delay(rng: random.Random) -> float:
 
 
 class _Process:
-    __slots__ = ("accepted", "acks", "early", "pending", "policy", "primary", "proposing", "stored", "timer", "view")
+    __slots__ = (
+        "accepted",
+        "acks",
+        "early",
+        "early_states",
+        "pending",
+        "policy",
+        "primary",
+        "proposing",
+        "sent_state",
+        "states",
+        "stored",
+        "timer",
+        "view",
+    )
 
     def __init__(self, policy: QuorumPolicy) -> None:
         self.policy = policy
@@ -59,6 +79,11 @@ class _Process:
         self.primary: int | None = None  # primary number of the installed view, if formed here
         self.timer: float | None = None
         self.stored: bytes | None = None  # the policy's newest record
+        # exchange_round only: the state sent with our ack, and the states of the
+        # installed view gathered so far (None once the policy has the view).
+        self.sent_state = b""
+        self.states: dict[int, bytes] | None = None
+        self.early_states: dict[int, bytes] = {}  # states for the accepted view, before its install
 
 
 class Run:
@@ -79,10 +104,13 @@ class Run:
         settle: float,
         tolerate_violations: bool = False,
         initial: Mapping[int, bytes | None] | None = None,
+        exchange_round: bool = False,
     ) -> None:
         """``initial``: each process's stored record to start from (see :func:`steady_state`);
-        None: a cold start, everybody new."""
+        None: a cold start, everybody new.  ``exchange_round``: the state exchange is a
+        round of its own after the install (module docstring)."""
         self.quorum = quorum
+        self.exchange_round = exchange_round
         self.initial = initial
         self.rng = random.Random(seed)
         self.schedule = schedule
@@ -97,6 +125,7 @@ class Run:
         truth = quorum.options.get("truth")
         self.truth = truth if isinstance(truth, SessionTruth) else None
         self.messages = 0
+        self.formed: list[tuple[float, int, int]] = []  # (time, process, number) of every FormPrimary
         self.procs: dict[int, _Process] = {}
         for p in range(1, processes + 1):
             stored = initial.get(p) if initial is not None else None
@@ -142,6 +171,8 @@ class Run:
                 self._on_install(*data)
             elif kind == _QUORUM:
                 self._on_quorum(*data)
+            elif kind == _STATE:
+                self._on_state(*data)
             else:
                 self._on_timer(*data)
         return any(p.primary is not None for p in self.procs.values())
@@ -185,8 +216,10 @@ class Run:
         proc.accepted = self.epoch
         proc.pending = None
         proc.early = []
+        proc.early_states = {}
         proc.proposing = view
-        proc.acks = {coordinator: proc.policy.ack_state()}
+        proc.sent_state = proc.policy.ack_state()
+        proc.acks = {coordinator: proc.sent_state}
         if len(component) == 1:
             self._install(coordinator, view, proc.acks)
             return
@@ -200,8 +233,10 @@ class Run:
         proc.accepted = view.view_id.epoch
         proc.pending = view
         proc.early = []
+        proc.early_states = {}
         proc.proposing = None
-        self._send(_ACK, dst, src, (view.view_id, proc.policy.ack_state()))
+        proc.sent_state = proc.policy.ack_state()
+        self._send(_ACK, dst, src, (view.view_id, proc.sent_state))
 
     def _on_ack(self, src: int, dst: int, view_id: ViewId, state: bytes) -> None:
         proc = self.procs[dst]
@@ -227,6 +262,34 @@ class Run:
         proc.view = view
         proc.pending = None
         proc.primary = None
+        if self.exchange_round and len(view.members) > 1:
+            proc.states = {**proc.early_states, p: proc.sent_state}
+            proc.early_states = {}
+            for q in view.node_ids:
+                if q != p:
+                    self._send(_STATE, p, q, (view.view_id, proc.sent_state))
+            self._states_in(p, proc, view)
+            return
+        self._policy_view(p, proc, view, states)
+
+    def _on_state(self, src: int, dst: int, view_id: ViewId, state: bytes) -> None:
+        proc = self.procs[dst]
+        if not self._connected(src, dst):
+            return
+        view = proc.view
+        if view is not None and view.view_id == view_id and proc.states is not None:
+            proc.states[src] = state
+            self._states_in(dst, proc, view)
+        elif proc.pending is not None and proc.pending.view_id == view_id:
+            proc.early_states[src] = state  # the sender installed first: keep it for our install
+
+    def _states_in(self, p: int, proc: _Process, view: View) -> None:
+        if proc.states is not None and len(proc.states) == len(view.members):
+            self._policy_view(p, proc, view, proc.states)
+
+    def _policy_view(self, p: int, proc: _Process, view: View, states: dict[int, bytes]) -> None:
+        """The policy learns of the installed ``view`` with every member's state."""
+        proc.states = None
         proc.policy.view_installed(view, states, self.now)
         self._actions(p, proc)
         early, proc.early = proc.early, []
@@ -243,6 +306,9 @@ class Run:
                 self.truth.view_left(dst, view_id)  # nothing is retransmitted: it can form nothing here
             return
         if proc.view is not None and proc.view.view_id == view_id:
+            if proc.states is not None:
+                proc.early.append((src, payload))  # the policy does not have the view yet
+                return
             proc.policy.receive(src, view_id, payload, self.now)
             self._actions(dst, proc)
         elif proc.pending is not None and proc.pending.view_id == view_id:
@@ -268,6 +334,7 @@ class Run:
                         self._send(_QUORUM, p, q, (view.view_id, action.payload))
             elif isinstance(action, FormPrimary):
                 proc.primary = action.number
+                self.formed.append((self.now, p, action.number))
                 if view is not None and self.checker is not None:
                     try:
                         self.checker.primary_formed(self.now, p, view, action.number)
@@ -287,13 +354,15 @@ class Run:
             self._push(deadline, _TIMER, (p, deadline))
 
 
-def steady_state(quorum: QuorumConfig, processes: int, *, start: float, settle: float) -> dict[int, bytes | None]:
+def steady_state(
+    quorum: QuorumConfig, processes: int, *, start: float, settle: float, exchange_round: bool = False
+) -> dict[int, bytes | None]:
     """Every process's stored record once all are connected and the first primary formed.
 
     Runs the cold start through the model once; runs that start from it skip the cold
     start (thousands of messages that end the same way every time).
     """
-    run = Run(quorum, processes, [], 0, settle=settle)
+    run = Run(quorum, processes, [], 0, settle=settle, exchange_round=exchange_round)
     if not run.run(start):
         raise AssertionError(f"policy {quorum.policy!r} formed no primary at cold start with {processes} processes")
     return {p: proc.stored for p, proc in run.procs.items()}
