@@ -97,6 +97,14 @@ def test_the_exchange_round_costs_one_more_round_to_form(policy: str) -> None:
     assert all(lag > 0.4 for lag in lags) and 0.8 < sum(lags) / len(lags) < 2.0, lags
 
 
+def test_a_view_whose_states_are_still_coming_in_is_dropped_when_a_newer_one_is_accepted() -> None:
+    # Run 220 at (k=5, gap 0.5): a member installed view 1.1, acked the newer 5.1 (its
+    # state abandoning the old session) while 1.1's states were still coming in; handing
+    # 1.1 to YKD after that let it form #2 there while 5.1 formed #2 too.
+    config = StudyConfig(policies=("ykd",), exchange_round=True)
+    assert one_schedule(config, 5, 0.5, 220) in (("0",), ("1",))
+
+
 def test_an_exchange_round_study_does_not_mix_with_the_piggybacked_one(tmp_path: Path) -> None:
     run_study(small(ks=(1,), runs=10), tmp_path, jobs=1, pool_factory=SerialPool)
     with pytest.raises(ConfigError):

@@ -21,8 +21,10 @@ View agreement is pyclm's (:mod:`pyclm.core`), round for round:
 With ``exchange_round`` the policy states do not ride on the ACK and INSTALL: once a
 member installs the view it sends its state to every other member, and its policy sees
 the view only when every member's state is in (one more round, as in YKD's paper, where
-the state exchange is a round of its own).  That variant exists to measure what one more
-round to form costs (docs/availability.md).
+the state exchange is a round of its own).  A member that accepts a newer proposal
+before every state is in never hands that view to its policy (its ack already reported
+for the newer view, as the core's policies require).  That variant exists to measure
+what one more round to form costs (docs/availability.md).
 
 A change that strikes in the middle leaves the view installed at some members and not
 at others, and policy messages of a view still arrive while their receiver has not
@@ -217,6 +219,7 @@ class Run:
         proc.pending = None
         proc.early = []
         proc.early_states = {}
+        proc.states = None  # a view whose states are still coming in is never handed to the policy
         proc.proposing = view
         proc.sent_state = proc.policy.ack_state()
         proc.acks = {coordinator: proc.sent_state}
@@ -234,6 +237,7 @@ class Run:
         proc.pending = view
         proc.early = []
         proc.early_states = {}
+        proc.states = None  # a view whose states are still coming in is never handed to the policy
         proc.proposing = None
         proc.sent_state = proc.policy.ack_state()
         self._send(_ACK, dst, src, (view.view_id, proc.sent_state))
