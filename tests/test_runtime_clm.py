@@ -260,9 +260,14 @@ async def test_an_aborted_node_reports_itself_left_then_its_trackers_end() -> No
             await until_members(node, 3)
         node = c.nodes[3]
         track = node.track()
+        # What a listener sees of the node at the last change: no longer running, not yet
+        # stopped (a thread that sees ``stopped`` knows every listener has had that change).
+        at_listeners: list[tuple[bool, bool]] = []
+        node.add_membership_listener(lambda change: at_listeners.append((node.running, node.stopped)))
         node.abort()
         with anyio.fail_after(LIMIT):
             items = [item async for item in track]
+        assert at_listeners == [(False, False)]
         assert len(items) == 2
         snapshot, change = items
         assert isinstance(snapshot, MembershipSnapshot) and snapshot.is_member

@@ -1,7 +1,7 @@
 """The SAF CLM functions against a test double of the node: handles, versions, decision tables, dispatch.
 
 The double (:class:`FakeNode`) has the part of :class:`pyclm.Node`'s CLM API the facade
-uses (``membership_snapshot``, ``add_membership_listener``, ``running``); tests feed it
+uses (``membership_snapshot``, ``add_membership_listener``, ``running``, ``stopped``); tests feed it
 :class:`~pyclm.clm.MembershipChange` values by hand, so every case is exact and instant.
 The same functions run against a real cluster in ``test_saf_conformance.py``.
 
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import re
 import select
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -33,6 +35,7 @@ from pyclm.saf.saAis import SaVersionT, eSaAisErrorT, eSaDispatchFlagsT
 from pyclm.saf.saClm import eSaClmChangeStepT, eSaClmClusterChangesT, eSaClmResponseT
 
 TIMEOUT = 10.0  # upper bound for anything that should happen at once
+DOC = Path(__file__).resolve().parent.parent / "docs" / "saf.md"
 
 E = eSaAisErrorT
 D = eSaDispatchFlagsT
@@ -89,6 +92,7 @@ class FakeNode:
     def __init__(self, node_id: int = 1) -> None:
         self.node_id = node_id
         self.running = True
+        self.stopped = False  # set it after the last change, as pyclm.Node does
         self._snapshot = MembershipSnapshot(view_number=0, members=(), local=life(node_id, member=False, initial=0))
         self._listeners: list[Callable[[MembershipChange], None]] = []
 
@@ -390,6 +394,22 @@ def test_null_handle_or_version_is_invalid_param_and_null_callbacks_are_fine(nod
     assert saClm.saClmFinalize(handle) == E.SA_AIS_OK
 
 
+@pytest.mark.parametrize("requested", [("B", 3, 1), ("B", 4, 1), ("B", 1, 1)])
+def test_initialize_3_is_version_with_b04_written_back(node: FakeNode, requested: tuple[str, int, int]) -> None:
+    # B.03.01 is not supported; pyosaf's utils.clm only needs the function to exist.
+    callbacks = saClm.SaClmCallbacksT_3()
+    callbacks.saClmClusterTrackCallback = saClm.SaClmClusterTrackCallbackT(lambda *args: None)
+    handle, version = saClm.SaClmHandleT(), SaVersionT(*requested)
+    assert saClm.saClmInitialize_3(handle, callbacks, version) == E.SA_AIS_ERR_VERSION
+    assert (version.releaseCode, version.majorVersion, version.minorVersion) == (b"B", 4, 1)
+    assert handle.value == 0 and not _api._handles
+    assert saClm.saClmInitialize_3(ctypes.byref(handle), None, ctypes.pointer(version)) == E.SA_AIS_ERR_VERSION
+    assert saClm.saClmInitialize_3(None, None, SaVersionT(*requested)) == E.SA_AIS_ERR_INVALID_PARAM
+    assert saClm.saClmInitialize_3(handle, None, None) == E.SA_AIS_ERR_INVALID_PARAM
+    with pytest.raises(TypeError, match="SaClmCallbacksT_3"):
+        saClm.saClmInitialize_3(handle, saClm.SaClmCallbacksT_4(), version)  # type: ignore[arg-type]
+
+
 def test_handles_are_distinct_and_never_reused(node: FakeNode) -> None:
     first = [opened(4) for _ in range(3)]
     ids = [c.id for c in first]
@@ -428,21 +448,79 @@ def test_every_function_answers_bad_handle_for_unknown_and_finalized_handles(
         assert call(handle) == E.SA_AIS_ERR_BAD_HANDLE, handle
 
 
+#: Every function a B.04 handle calls but Initialize and Finalize, with arguments valid in any membership.
+B04_CALLS: dict[str, Callable[[int], int]] = {
+    "saClmSelectionObjectGet": BAD_HANDLE_CALLS["SelectionObjectGet"],
+    "saClmDispatch": BAD_HANDLE_CALLS["Dispatch"],
+    "saClmClusterTrack_4": lambda h: saClm.saClmClusterTrack_4(
+        h, T.SA_TRACK_CURRENT | T.SA_TRACK_CHANGES | T.SA_TRACK_VALIDATE_STEP, saClm.SaClmClusterNotificationBufferT_4()
+    ),
+    "saClmClusterTrackStop": BAD_HANDLE_CALLS["ClusterTrackStop"],
+    "saClmClusterNotificationFree_4": BAD_HANDLE_CALLS["ClusterNotificationFree_4"],
+    "saClmClusterNodeGet_4": BAD_HANDLE_CALLS["ClusterNodeGet_4"],
+    "saClmClusterNodeGetAsync": BAD_HANDLE_CALLS["ClusterNodeGetAsync"],
+    "saClmResponse_4": BAD_HANDLE_CALLS["Response_4"],
+}
+
+
+def test_the_docs_name_exactly_the_functions_that_return_unavailable() -> None:
+    # Every B.04 function, on a node that is a member and on one that is not; then
+    # initialize with no node bound and with the bound node stopped.
+    unavailable = set()
+    for member in (True, False):
+        fake = FakeNode(1)
+        if member:
+            fake.apply(change(1, [1, 2], joined=[1, 2]))
+        with pyclm.saf.bind(fake):
+            client = opened(4)
+            for name, call in B04_CALLS.items():
+                if call(client.id) == E.SA_AIS_ERR_UNAVAILABLE:
+                    unavailable.add(name)
+            cleanup_handles()
+            fake.running, fake.stopped = False, True
+            if saClm.saClmInitialize_4(saClm.SaClmHandleT(), None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_UNAVAILABLE:
+                unavailable.add("saClmInitialize_4")
+    assert saClm.saClmInitialize_4(saClm.SaClmHandleT(), None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_UNAVAILABLE
+    text = " ".join(DOC.read_text(encoding="utf-8").split())
+    found = re.search(r"UNAVAILABLE comes only from (.*?)\. Never from (.*?), which B\.04 allows", text)
+    assert found, "docs/saf.md no longer says which functions return UNAVAILABLE"
+    only, never = ({name for name in re.findall(r"`(\w+)`", part)} for part in found.groups())
+    assert only == unavailable == {"saClmInitialize_4", "saClmClusterNodeGet_4", "saClmClusterNodeGetAsync"}
+    assert never == set(B04_CALLS) - unavailable
+
+
 def test_initialize_without_a_running_node_is_an_error_code_not_an_exception(node: FakeNode) -> None:
     pyclm.saf.unbind()
     handle = saClm.SaClmHandleT()
     assert saClm.saClmInitialize_4(handle, None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_UNAVAILABLE
     assert saClm.saClmInitialize(handle, None, SaVersionT("B", 1, 1)) == E.SA_AIS_ERR_TRY_AGAIN
     assert saClm.saClmInitialize(handle, None, SaVersionT("B", 2, 1)) == E.SA_AIS_ERR_TRY_AGAIN
-    stopped = FakeNode(1)
-    stopped.running = False
-    with pyclm.saf.bind(stopped):
+    not_yet = FakeNode(1)
+    not_yet.running = False
+    with pyclm.saf.bind(not_yet):
         assert saClm.saClmInitialize_4(handle, None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_TRY_AGAIN
         assert saClm.saClmInitialize(handle, None, SaVersionT("B", 1, 1)) == E.SA_AIS_ERR_TRY_AGAIN
-        stopped.running = True
+        not_yet.running = True
         assert saClm.saClmInitialize_4(handle, None, SaVersionT("B", 4, 1)) == E.SA_AIS_OK
     assert handle.value != 0
     assert saClm.saClmFinalize(handle) == E.SA_AIS_OK
+
+
+def test_initialize_on_a_node_that_stopped_is_unavailable_to_b04(node: FakeNode) -> None:
+    # A Node never runs again: B.04 gets UNAVAILABLE; B.01/B.02 have no such code.
+    handle = saClm.SaClmHandleT()
+    node.running = False  # stopping: its last change may still be on the way
+    assert saClm.saClmInitialize_4(handle, None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_TRY_AGAIN
+    node.stopped = True
+    assert saClm.saClmInitialize_4(handle, None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_UNAVAILABLE
+    assert saClm.saClmInitialize(handle, None, SaVersionT("B", 2, 1)) == E.SA_AIS_ERR_TRY_AGAIN
+    assert handle.value == 0
+    # A binding closed directly (not through unbind) counts as no node bound.
+    node.running, node.stopped = True, False
+    binding = pyclm.saf.bind(node)
+    binding.close()
+    assert saClm.saClmInitialize_4(handle, None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_UNAVAILABLE
+    assert saClm.saClmInitialize(handle, None, SaVersionT("B", 1, 1)) == E.SA_AIS_ERR_TRY_AGAIN
 
 
 def test_arguments_may_be_ints_ctypes_scalars_pointers_or_byref(node: FakeNode) -> None:
@@ -1291,20 +1369,42 @@ def test_the_nodes_last_change_is_delivered_then_its_handles_go_stale(node: Fake
     if how == "leave":
         node.apply(change(1, [], shutdown=[1], local=1))  # a graceful leave, reported while running
     else:
-        node.running = False  # an abort is reported LEFT once the node has stopped
+        node.running = False  # an abort is reported LEFT once the node no longer runs
         node.apply(change(1, [], left=[1], local=1))
+        node.stopped = True  # ... and the node says it stopped only after that
     gone = C.SA_CLM_NODE_SHUTDOWN if how == "leave" else C.SA_CLM_NODE_LEFT
     for client, expected in ((b04, gone), (b01, C.SA_CLM_NODE_LEFT)):
         assert readable(fds[client.id])
         assert client.dispatch() == E.SA_AIS_ERR_BAD_HANDLE
         assert [c.changes for c in client.tracks] == [[(1, expected)]]
-    assert saClm.saClmInitialize_4(saClm.SaClmHandleT(), None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_TRY_AGAIN
+    # The node left: it never runs again.
+    assert saClm.saClmInitialize_4(saClm.SaClmHandleT(), None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_UNAVAILABLE
+    assert saClm.saClmInitialize(saClm.SaClmHandleT(), None, SaVersionT("B", 1, 1)) == E.SA_AIS_ERR_TRY_AGAIN
+
+
+def test_a_call_while_the_node_hands_out_its_last_change_does_not_lose_it(node: FakeNode) -> None:
+    # The node no longer runs but has not said it stopped: its last change is on the way.
+    b04, b01 = opened(4), opened(1)
+    for client in (b04, b01):
+        assert client.track(T.SA_TRACK_CHANGES_ONLY) == E.SA_AIS_OK
+    node.running = False
+    for client in (b04, b01):  # every call still works: the handle is open
+        assert client.fd >= 0
+        assert saClm.saClmClusterNodeGetAsync(client.handle, 1, 2) == E.SA_AIS_OK
+        assert client.dispatch() == E.SA_AIS_OK
+    node.apply(change(1, [], left=[1], local=1))
+    node.stopped = True
+    for client in (b04, b01):
+        assert client.dispatch() == E.SA_AIS_ERR_BAD_HANDLE  # after the last change
+        assert [c.changes for c in client.tracks] == [[(1, C.SA_CLM_NODE_LEFT)]]
+        assert len(client.node_gets) == 1
 
 
 def test_a_node_that_stopped_silently_is_found_out_at_the_next_call(node: FakeNode) -> None:
     client = opened(4)
     fd = client.fd
     node.running = False
+    node.stopped = True  # with no last change: the node was not a member, say
     assert saClm.saClmClusterNodeGetAsync(client.handle, 1, 2) == E.SA_AIS_ERR_BAD_HANDLE
     assert readable(fd)
     assert client.dispatch() == E.SA_AIS_ERR_BAD_HANDLE

@@ -839,7 +839,49 @@ def test_saClmClusterTrack_the_bound_node_leaving_ends_its_handles(cluster5: Bac
         assert readable(fds[made.id], LIMIT)
         assert made.dispatch() == E.SA_AIS_ERR_BAD_HANDLE  # after the last callback: the handle is stale
         assert [c.changes for c in made.tracks] == [[(1, gone)]]
-    assert saClm.saClmInitialize_4(saClm.SaClmHandleT(), None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_TRY_AGAIN
+    # A Node never runs again: UNAVAILABLE where the version has it, TRY_AGAIN for B.01.
+    assert saClm.saClmInitialize_4(saClm.SaClmHandleT(), None, SaVersionT("B", 4, 1)) == E.SA_AIS_ERR_UNAVAILABLE
+    assert saClm.saClmInitialize(saClm.SaClmHandleT(), None, SaVersionT("B", 1, 1)) == E.SA_AIS_ERR_TRY_AGAIN
+
+
+def test_saClmClusterTrack_a_call_just_before_an_aborted_nodes_last_change_does_not_lose_it() -> None:
+    # An aborted node reports itself LEFT after it stopped running.  A thread that calls the
+    # API in between must not make the handle stale before that change reaches it.  A
+    # listener added before the binding's runs in exactly that window (listeners run in
+    # order, on the node's loop): it makes the calls that thread would.
+    with BackgroundCluster([1, 2, 3]) as cluster:
+        node = cluster.nodes[1]
+        made: list[Client] = []
+        in_window: list[tuple[bool, bool, list[int]]] = []
+
+        def call_in_the_window(change: MembershipChange) -> None:
+            if node.running:
+                return
+            codes = []
+            for each in made:
+                codes.append(saClm.saClmSelectionObjectGet(each.handle, saAis.SaSelectionObjectT()))
+                codes.append(each.dispatch(D.SA_DISPATCH_ONE))  # nothing pending yet
+            in_window.append((node.running, node.stopped, codes))
+
+        remove = node.add_membership_listener(call_in_the_window)
+        try:
+            with pyclm.saf.bind(node):
+                made += [client(4), client(1)]
+                fds = {}
+                for each in made:
+                    assert each.track(T.SA_TRACK_CHANGES_ONLY, None) == E.SA_AIS_OK
+                    fds[each.id] = each.fd
+                cluster.abort(1)
+                assert in_window == [(False, False, [E.SA_AIS_OK] * 4)]
+                for each in made:
+                    assert readable(fds[each.id], LIMIT)
+                    assert each.dispatch() == E.SA_AIS_ERR_BAD_HANDLE  # after the pending callbacks
+                    assert [c.changes for c in each.tracks] == [[(1, C.SA_CLM_NODE_LEFT)]]
+                assert saClm.saClmInitialize_4(saClm.SaClmHandleT(), None, SaVersionT("B", 4, 1)) == (
+                    E.SA_AIS_ERR_UNAVAILABLE
+                )
+        finally:
+            remove()
 
 
 # ====================================================================== suite 7, cases 21-28 with three-step tracking
@@ -981,6 +1023,75 @@ def test_saClmClusterTrackStop_while_an_answer_is_owed_lets_the_leave_go_on(step
     assert saClm.saClmClusterTrackStop(steps.handle) == E.SA_AIS_OK  # withdrawn: no answer is waited for
     assert leaving.result(LIMIT) is None
     assert stepping.nodes[3].stopped
+
+
+VALIDATE_TIMEOUT = 3.0  # the leaver's leave_validate_timeout where a test must not wait for it
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def impatient(request: pytest.FixtureRequest) -> Iterator[BackgroundCluster]:
+    """A fresh 3-node cluster whose leaves wait VALIDATE_TIMEOUT for the VALIDATE answers and give
+    START trackers far longer than LIMIT: a leave that finishes within LIMIT was not held up by a
+    START answer, and one that waited for a VALIDATE answer is refused as timed out.  Node 1 bound."""
+    with (
+        BackgroundCluster(
+            [1, 2, 3],
+            backend=request.param,
+            leave_validate_timeout=VALIDATE_TIMEOUT,
+            leave_start_supervision=6 * LIMIT,
+        ) as cluster,
+        pyclm.saf.bind(cluster.nodes[1]),
+    ):
+        yield cluster
+
+
+@pytest.mark.parametrize("dispatched", [True, False], ids=["dispatched", "still queued"])
+def test_saClmClusterTrack_again_without_validate_step_withdraws_the_owed_answer(
+    impatient: BackgroundCluster, dispatched: bool
+) -> None:
+    steps = client(4)
+    assert steps.track(STEPS, None) == E.SA_AIS_OK
+    leaving = impatient.leave_soon(3)
+    if dispatched:
+        validate = step_callback(steps, 1, "the VALIDATE callback")
+    else:
+        assert readable(steps.fd, LIMIT)  # the VALIDATE callback is queued, not dispatched
+    # Tracking on without VALIDATE_STEP: the round no longer waits for this handle.
+    assert steps.track(T.SA_TRACK_CHANGES | T.SA_TRACK_START_STEP, None) == E.SA_AIS_OK
+    start = step_callback(steps, 2 if dispatched else 1, "the START callback")
+    assert start.step == STEP.SA_CLM_CHANGE_START
+    assert saClm.saClmResponse_4(steps.handle, start.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == E.SA_AIS_OK
+    assert leaving.result(LIMIT) is None  # not refused after VALIDATE_TIMEOUT as unanswered
+    completed = step_callback(steps, len(steps.tracks) + 1, "the COMPLETED callback")
+    assert completed.step == STEP.SA_CLM_CHANGE_COMPLETED and (3, C.SA_CLM_NODE_SHUTDOWN) in completed.changes
+    # No ABORTED; a VALIDATE still queued was dropped with its answer.
+    expected = [STEP.SA_CLM_CHANGE_START, STEP.SA_CLM_CHANGE_COMPLETED]
+    assert [call.step for call in steps.tracks] == ([STEP.SA_CLM_CHANGE_VALIDATE] if dispatched else []) + expected
+    if dispatched:
+        assert saClm.saClmResponse_4(steps.handle, validate.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == (
+            E.SA_AIS_ERR_INVALID_PARAM  # withdrawn
+        )
+
+
+def test_saClmClusterTrack_again_without_start_step_withdraws_the_owed_answer(impatient: BackgroundCluster) -> None:
+    steps, other = client(4), client(4)
+    assert steps.track(STEPS, None) == E.SA_AIS_OK
+    assert other.track(T.SA_TRACK_CHANGES_ONLY | T.SA_TRACK_START_STEP, None) == E.SA_AIS_OK
+    leaving = impatient.leave_soon(3)
+    validate = step_callback(steps, 1, "the VALIDATE callback")
+    assert saClm.saClmResponse_4(steps.handle, validate.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == E.SA_AIS_OK
+    start = step_callback(steps, 2, "the START callback")
+    # Tracking on with VALIDATE_STEP but without START_STEP: only the START answer is withdrawn.
+    assert steps.track(T.SA_TRACK_CHANGES_ONLY | T.SA_TRACK_VALIDATE_STEP, None) == E.SA_AIS_OK
+    assert not leaving.done()  # the other handle's START answer is still awaited
+    other_start = step_callback(other, 1, "the other handle's START callback")
+    assert saClm.saClmResponse_4(other.handle, other_start.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == E.SA_AIS_OK
+    assert leaving.result(LIMIT) is None  # the START supervision is far longer than LIMIT
+    assert saClm.saClmResponse_4(steps.handle, start.invocation, R.SA_CLM_CALLBACK_RESPONSE_OK) == (
+        E.SA_AIS_ERR_INVALID_PARAM
+    )
+    completed = step_callback(steps, 3, "the COMPLETED callback")
+    assert completed.changes == [(3, C.SA_CLM_NODE_SHUTDOWN)]  # CHANGES_ONLY now
 
 
 def test_saClmClusterTrack_the_leavers_own_trackers_are_asked_and_then_go_stale(stepping: BackgroundCluster) -> None:

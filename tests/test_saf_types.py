@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import gc
 import pickle
 import subprocess
 import sys
@@ -36,9 +37,14 @@ LP64 = ctypes.sizeof(ctypes.c_void_p) == 8 and ctypes.alignment(ctypes.c_longlon
 
 # --- Public names ---------------------------------------------------------------------
 
-#: Every name pyosaf's saAis defines for itself (its ctypes imports, the IMM marshalling
-#: helpers and the extended-name library handle are left out on purpose).
+#: Every name pyosaf's saAis defines for itself (its ctypes imports and the extended-name
+#: mode's library handle and SaConstStringT are left out on purpose).
 PYOSAF_SAAIS_NAMES = {
+    "marshalNullArray",
+    "marshalSaStringTArray",
+    "unmarshalNullArray",
+    "unmarshalSaStringTArray",
+    "marshalNullArrayVoidPtrPtr",
     "SaInt8T",
     "SaInt16T",
     "SaInt32T",
@@ -119,6 +125,41 @@ PYOSAF_SACLM_OWN_NAMES = {
     "SaClmCallbacksT_4",
 }
 
+#: The functions pyosaf's saClm defines (saClmInitialize_3 among them: B.03.01, refused).
+PYOSAF_SACLM_FUNCTIONS = {
+    "saClmInitialize",
+    "saClmInitialize_3",
+    "saClmInitialize_4",
+    "saClmSelectionObjectGet",
+    "saClmDispatch",
+    "saClmFinalize",
+    "saClmClusterTrack",
+    "saClmClusterNodeGet",
+    "saClmClusterNotificationFree",
+    "saClmClusterTrack_4",
+    "saClmClusterTrackStop",
+    "saClmClusterNotificationFree_4",
+    "saClmClusterNodeGet_4",
+    "saClmClusterNodeGetAsync",
+    "saClmResponse_4",
+}
+
+#: What OpenSAF's pyosaf.utils and pyosaf.utils.clm take from saAis and saClm (at import,
+#: or when called), so that they run on pyclm.saf aliased as pyosaf (docs/saf.md).
+PYOSAF_UTILS_NAMES = {
+    saAis: {"eSaAisErrorT", "SaStringT", "unmarshalNullArray", "saAis", "SaVersionT", "eSaDispatchFlagsT"},
+    saClm: PYOSAF_SACLM_FUNCTIONS
+    | {
+        "SaClmCallbacksT_4",
+        "SaClmClusterNodeGetCallbackT_4",
+        "SaClmClusterNodeT_4",
+        "SaClmClusterNotificationBufferT_4",
+        "SaClmClusterTrackCallbackT_4",
+        "SaClmHandleT",
+        "SaSelectionObjectT",
+    },
+}
+
 #: The names pyosaf's saClm imports from saAis, which pyosaf programs reach through saClm
 #: (pyosaf's own CLM utilities do ``saClm.SaSelectionObjectT()``).
 PYOSAF_SACLM_IMPORTED_NAMES = {
@@ -155,7 +196,7 @@ def test_package_exports_the_three_modules() -> None:
     ("module", "expected"),
     [
         (saAis, PYOSAF_SAAIS_NAMES),
-        (saClm, PYOSAF_SACLM_OWN_NAMES | PYOSAF_SACLM_IMPORTED_NAMES | {"saNtf"}),
+        (saClm, PYOSAF_SACLM_OWN_NAMES | PYOSAF_SACLM_FUNCTIONS | PYOSAF_SACLM_IMPORTED_NAMES | {"saNtf"}),
         (saNtf, {"SaNtfIdentifierT", "SaNtfCorrelationIdsT", "saNtf"}),
     ],
 )
@@ -163,6 +204,12 @@ def test_every_pyosaf_name_is_public(module: Any, expected: set[str]) -> None:
     assert expected <= set(module.__all__), sorted(expected - set(module.__all__))
     for name in module.__all__:
         assert hasattr(module, name), name
+
+
+@pytest.mark.parametrize("module", [saAis, saClm], ids=["saAis", "saClm"])
+def test_every_name_pyosaf_utils_uses_is_there(module: Any) -> None:
+    missing = sorted(name for name in PYOSAF_UTILS_NAMES[module] if not hasattr(module, name))
+    assert not missing
 
 
 def test_saclm_reexports_are_the_saais_objects() -> None:
@@ -575,6 +622,85 @@ def test_byref_passes_a_reference_the_callee_can_write_through() -> None:
 
     CFUNCTYPE(None, POINTER(saClm.SaClmHandleT))(fill)(BYREF(handle))
     assert handle.value == 0xC0FFEE
+
+
+# --- NULL-terminated arrays (pyosaf's marshalling helpers) ------------------------------
+
+
+def item_type(array: Any) -> Any:
+    """The ctypes type of a ctypes array's items."""
+    return array._type_
+
+
+def test_marshal_null_array_points_at_each_item_and_ends_with_null() -> None:
+    items = [saAis.SaUint32T(5), saAis.SaUint32T(7)]
+    array = saAis.marshalNullArray(items)
+    assert array is not None and item_type(array) is POINTER(saAis.SaUint32T) and len(array) == 3
+    assert [bool(p) for p in array] == [True, True, False]
+    array[0][0] = 9  # the pointers reach the items themselves
+    assert items[0].value == 9
+    assert saAis.unmarshalNullArray(array) == [9, 7]
+
+
+def test_marshal_null_array_keeps_its_items_alive() -> None:
+    array = saAis.marshalNullArray([saAis.SaNameT("safNode=PL-3"), saAis.SaNameT("safNode=PL-4")])
+    gc.collect()
+    assert [str(name) for name in saAis.unmarshalNullArray(array)] == ["safNode=PL-3", "safNode=PL-4"]
+
+
+def test_marshal_null_array_of_none_empty_and_strings() -> None:
+    assert saAis.marshalNullArray(None) is None
+    empty = saAis.marshalNullArray([])
+    assert empty is not None and item_type(empty) is saAis.SaVoidPtr and list(empty) == [None]
+    typed = saAis.marshalNullArray([], POINTER(saAis.SaNameT))
+    assert typed is not None and item_type(typed) is POINTER(saAis.SaNameT) and not typed[0]
+    # A list of strings is an SaStringT array: pyosaf's IMM attribute and object names.
+    names = saAis.marshalNullArray([saAis.SaStringT(b"a"), b"b", "\u00e9"])
+    assert names is not None and item_type(names) is saAis.SaStringT
+    assert list(names) == [b"a", b"b", "\u00e9".encode(), None]
+
+
+def test_marshal_null_array_refuses_what_is_no_ctypes_object_or_of_mixed_types() -> None:
+    with pytest.raises(TypeError, match="SaUint32T"):
+        saAis.marshalNullArray([5])
+    with pytest.raises(TypeError, match="one type per array"):
+        saAis.marshalNullArray([saAis.SaUint32T(5), saAis.SaUint64T(6)])
+
+
+def test_marshal_sa_string_t_array() -> None:
+    assert saAis.marshalSaStringTArray(None) is None
+    empty = saAis.marshalSaStringTArray([])
+    assert empty is not None and list(empty) == [None]
+    array = saAis.marshalSaStringTArray(["x", b"", saAis.SaStringT(b"z")])
+    assert array is not None and list(array) == [b"x", b"", b"z", None]
+    with pytest.raises(ValueError, match="NULL"):
+        saAis.marshalSaStringTArray([b"x", saAis.SaStringT()])
+    with pytest.raises(TypeError, match="item 1"):
+        saAis.marshalSaStringTArray([b"x", 3])  # type: ignore[list-item]
+
+
+def test_unmarshal_reads_up_to_the_null_from_an_array_or_a_pointer() -> None:
+    # As C hands out lists (IMM's error strings): a pointer to the first of a NULL-ended run.
+    strings = (saAis.SaStringT * 4)(b"IMM: Resource abort: x", b"", b"y", None)
+    first = ctypes.cast(strings, POINTER(saAis.SaStringT))
+    assert saAis.unmarshalNullArray(first) == [b"IMM: Resource abort: x", b"", b"y"]  # "" does not end it
+    assert saAis.unmarshalSaStringTArray(strings) == [b"IMM: Resource abort: x", b"", b"y"]
+    assert saAis.unmarshalNullArray(POINTER(saAis.SaStringT)()) == []  # NULL
+    assert saAis.unmarshalSaStringTArray(None) == []
+    values = (POINTER(saAis.SaInt64T) * 3)()
+    values[0], values[2] = pointer(saAis.SaInt64T(-1)), pointer(saAis.SaInt64T(2))  # values[1] is NULL
+    assert saAis.unmarshalNullArray(values) == [-1]
+    # An array without its NULL is read to its end, not past it.
+    assert saAis.unmarshalNullArray((saAis.SaStringT * 2)(b"p", b"q")) == [b"p", b"q"]
+    assert saAis.unmarshalNullArray(saAis.marshalNullArray([])) == []
+
+
+def test_marshal_null_array_void_ptr_ptr() -> None:
+    passed = saAis.marshalNullArrayVoidPtrPtr([saAis.SaUint32T(3), saAis.SaUint32T(4)])
+    gc.collect()  # the pointer keeps the array and its items alive
+    array = ctypes.cast(passed.contents, POINTER(POINTER(saAis.SaUint32T)))
+    assert saAis.unmarshalNullArray(array) == [3, 4]
+    assert not saAis.marshalNullArrayVoidPtrPtr(None).contents
 
 
 # --- Structure layouts --------------------------------------------------------------------

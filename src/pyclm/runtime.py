@@ -57,7 +57,9 @@ it is refused, tells the cluster and stops; ``leave(validate=False)`` (also leav
 :meth:`Node.abort` (or an exception out of the block) stops at once, which the cluster
 sees as a crash.  Either way the node closes its transport.  A graceful leave reports
 the local node SHUTDOWN, an abort reports it LEFT (if it was a member); then every
-tracker's iteration ends.
+tracker's iteration ends.  The abort's LEFT is handed out after :attr:`Node.running` turned
+False (so a listener knows it is the last change) and before :attr:`Node.stopped` turns
+True: a thread that sees ``stopped`` knows every listener has seen the last change.
 """
 
 from __future__ import annotations
@@ -156,7 +158,12 @@ def _seconds(setting: str, value: object, *, most: float = math.inf) -> float:
 class _Phase(enum.Enum):
     NEW = "new"
     RUNNING = "running"
+    STOPPING = "stopping"  # stopped running, handing out its last membership change
     STOPPED = "stopped"
+
+
+#: The phases in which a node no longer runs: new subscribers get nothing more.
+_ENDED = frozenset({_Phase.STOPPING, _Phase.STOPPED})
 
 
 class Node:
@@ -324,7 +331,9 @@ class Node:
 
     @property
     def stopped(self) -> bool:
-        """True once the node stopped (left or aborted) and closed its transport."""
+        """True once the node stopped (left or aborted), closed its transport and handed out
+        its last membership change.  :attr:`running` turns False before that last change is
+        handed out (so a listener can tell it is the last one), this only after it."""
         return self._phase is _Phase.STOPPED
 
     @property
@@ -393,7 +402,7 @@ class Node:
         if buffer < 1:
             raise ValueError(f"buffer must hold at least one event, got {buffer!r}")
         subscription = EventSubscription(self, buffer)
-        self._subscribers.subscribe(subscription, stopped=self._phase is _Phase.STOPPED)
+        self._subscribers.subscribe(subscription, stopped=self._phase in _ENDED)
         return subscription
 
     def track(self, buffer: int = DEFAULT_TRACK_BUFFER) -> MembershipTrack:
@@ -411,7 +420,7 @@ class Node:
         if buffer < 1:
             raise ValueError(f"buffer must hold at least one change, got {buffer!r}")
         track = MembershipTrack(self, buffer)
-        self._subscribers.subscribe(track, stopped=self._phase is _Phase.STOPPED)
+        self._subscribers.subscribe(track, stopped=self._phase in _ENDED)
         return track
 
     def add_membership_listener(self, fn: Callable[[MembershipChange], None]) -> Callable[[], None]:
@@ -447,7 +456,7 @@ class Node:
         self._require_started()
         with anyio.fail_after(timeout):
             while not predicate():
-                if self._phase is _Phase.STOPPED:
+                if self._phase in _ENDED:
                     raise UsageError(f"node {self.node_id} stopped before the condition held")
                 assert self._changed is not None
                 await self._changed.wait()
@@ -610,7 +619,10 @@ class Node:
             self._finish()
 
     def _finish(self) -> None:
-        self._phase = _Phase.STOPPED
+        # STOPPING until the last change is handed out: a listener sees ``running`` False
+        # (it is the last change), and another thread does not see ``stopped`` before it
+        # (the SAF facade would otherwise take the node for one that stopped silently).
+        self._phase = _Phase.STOPPING
         self._view = None
         self._primary_number = None
         self._subscribers.end_events()
@@ -624,6 +636,7 @@ class Node:
                 item.done.set()
         self._inbox.clear()
         self._leave.finish()
+        self._phase = _Phase.STOPPED
         assert self._stopped is not None
         self._stopped.set()
         self._notify()

@@ -59,6 +59,7 @@ from ._steps import ChangeStep, Response, StepRound, answer, withdraw
 from .saAis import SaDispatchFlagsT, SaInvocationT, SaSelectionObjectT, SaTimeT, SaUint8T, SaVersionT, saAis
 from .saClm import (
     SaClmCallbacksT,
+    SaClmCallbacksT_3,
     SaClmCallbacksT_4,
     SaClmClusterNodeT,
     SaClmClusterNodeT_4,
@@ -82,6 +83,7 @@ __all__ = [
     "dispatch",
     "finalize",
     "initialize",
+    "initialize_b03",
     "leave_step",
     "notification_free",
     "response",
@@ -244,8 +246,11 @@ def _open(value: object) -> _Handle | None:
 def _dispatchable(value: object) -> _Handle | None:
     """Like :func:`_open`, but a stale handle is returned too: dispatch still runs its callbacks."""
     handle = _handles.get(integer(value, SaClmHandleT, "clmHandle"))
-    if handle is not None and not handle.stale and not handle.binding.live:
-        handle.go_stale()  # its node stopped without telling (abort): found out now
+    if handle is not None and not handle.stale and (handle.binding.closed or handle.binding.stopped):
+        # Its node stopped with no last change to pass on (it was not a member): found out
+        # now.  Not merely because the node no longer runs: its last change may still be on
+        # the way, and must reach this handle before it goes stale.
+        handle.go_stale()
     return handle
 
 
@@ -272,9 +277,10 @@ def initialize(variant: int, handle_out: object, callbacks: object, version: obj
 
     NULL handle or version: INVALID_PARAM.  Version not supported: VERSION (the closest
     supported one written back).  NULL callbacks: OK (no callback registered).  No node
-    bound: UNAVAILABLE for B.04, TRY_AGAIN for B.01/B.02 (which have no UNAVAILABLE); a
-    bound node not running (yet): TRY_AGAIN.  On success the granted version is written
-    back and the new handle into ``handle_out``.
+    bound, or the bound node has stopped (left or aborted: a Node never runs again):
+    UNAVAILABLE for B.04, TRY_AGAIN for B.01/B.02 (which have no UNAVAILABLE).  A bound
+    node not running yet (or handing out its last change): TRY_AGAIN.  On success the
+    granted version is written back and the new handle into ``handle_out``.
     """
     callbacks_type = SaClmCallbacksT if variant == B01_API else SaClmCallbacksT_4
     out = target(handle_out, SaClmHandleT, "clmHandle")
@@ -287,7 +293,7 @@ def initialize(variant: int, handle_out: object, callbacks: object, version: obj
         return ERR_VERSION
     with LOCK:
         binding = current()
-        if binding is None:
+        if binding is None or binding.closed or binding.stopped:
             return ERR_UNAVAILABLE if major >= B04 else ERR_TRY_AGAIN
         if not binding.live:
             return ERR_TRY_AGAIN
@@ -296,6 +302,24 @@ def initialize(variant: int, handle_out: object, callbacks: object, version: obj
         binding.observe(handle.id, handle)
     out.value = handle.id
     return OK
+
+
+def initialize_b03(handle_out: object, callbacks: object, version: object) -> int:
+    """``saClmInitialize_3``: B.03.01, which B.04 deprecates, is not supported.
+
+    NULL handle or version: INVALID_PARAM.  Otherwise VERSION, with B.04.01 written back
+    (the version to ask ``saClmInitialize_4`` for) and no handle opened.  pyosaf's
+    ``utils.clm`` wraps this function when it is imported.
+    """
+    out = target(handle_out, SaClmHandleT, "clmHandle")
+    target(callbacks, SaClmCallbacksT_3, "clmCallbacks")  # the argument types are checked all the same
+    wanted = target(version, SaVersionT, "version")
+    if out is None or wanted is None:
+        return ERR_INVALID_PARAM
+    wanted.releaseCode = b"B"
+    wanted.majorVersion = B04
+    wanted.minorVersion = 1
+    return ERR_VERSION
 
 
 def selection_object_get(handle_value: object, selection_out: object) -> int:
@@ -394,7 +418,9 @@ def cluster_track(variant: int, handle_value: object, flags_value: object, buffe
        count needed, if the caller's array is too small; the library allocates the array
        when ``notification`` is NULL).  CURRENT with a NULL buffer: exactly one callback.
     6. CHANGES / CHANGES_ONLY start (or change) tracking, atomically with 5: no change is
-       lost or repeated between the snapshot and the first change callback.
+       lost or repeated between the snapshot and the first change callback.  Changing
+       it without VALIDATE_STEP or START_STEP withdraws the answers the handle owes for
+       that step, as TrackStop does (:func:`_withdraw_steps`).
     """
     buffer_type = SaClmClusterNotificationBufferT if variant == B01_API else SaClmClusterNotificationBufferT_4
     flags = integer(flags_value, SaUint8T, "trackFlags")
@@ -423,8 +449,27 @@ def cluster_track(variant: int, handle_value: object, flags_value: object, buffe
         if flags & (CHANGES | CHANGES_ONLY):
             if not handle.flags:
                 handle.baseline = None if handle.binding.seen_change else state
+            dropped = handle.flags & ~flags
             handle.flags = flags & ~CURRENT
+            _withdraw_steps(handle, dropped)
     return OK
+
+
+def _withdraw_steps(handle: _Handle, dropped: int) -> None:
+    """``handle`` tracks on without the step flags in ``dropped``: it owes those steps no answer.
+
+    As TrackStop does for every step: the rounds stop waiting for it (a leave is not held
+    up until its timeout), and the step callbacks still queued for it are dropped, since
+    nobody waits for their invocations any more.  Under LOCK.
+    """
+    withdrawn: set[int] = set()
+    for flag, step in ((VALIDATE_STEP, ChangeStep.VALIDATE), (START_STEP, ChangeStep.START)):
+        if dropped & flag:
+            withdrawn.update(withdraw(handle.id, step))
+    if withdrawn:
+        handle.queue.purge(
+            lambda item: isinstance(item.payload, TrackDelivery) and item.payload.invocation in withdrawn
+        )
 
 
 def _check_track(handle: _Handle, flags: int, buffer: Any) -> int:

@@ -33,6 +33,12 @@ reports it LEFT, and that is the node's last change.  The binding's handles then
 *stale*, as OpenSAF's do when its server restarts: their pending callbacks (that last
 change among them) stay, their selection object becomes readable, and the dispatch after
 those callbacks returns ``SA_AIS_ERR_BAD_HANDLE`` and releases the handle.
+
+The node reports the abort's LEFT once it no longer runs (``node.running`` False), which
+is how the binding knows it is the last change, and only then says it has stopped
+(``node.stopped``).  So a handle used from another thread in between is still open: its
+last change is on the way.  A node that stops without a last change (it was not a
+member) is found out by the first call after ``node.stopped`` (:attr:`Binding.stopped`).
 """
 
 from __future__ import annotations
@@ -115,6 +121,11 @@ class ClmNode(Protocol):
     @property
     def running(self) -> bool: ...
 
+    @property
+    def stopped(self) -> bool:
+        """True once the node stopped and handed its listeners its last change (it never runs again)."""
+        ...
+
     def membership_snapshot(self) -> MembershipSnapshot: ...
 
     def add_membership_listener(self, fn: Callable[[MembershipChange], None]) -> Callable[[], None]: ...
@@ -136,10 +147,8 @@ class Binding:
 
     def __init__(self, node: ClmNode) -> None:
         methods = ("membership_snapshot", "add_membership_listener")
-        if (
-            not hasattr(node, "node_id")
-            or not hasattr(node, "running")
-            or not all(callable(getattr(node, name, None)) for name in methods)
+        if not all(hasattr(node, name) for name in ("node_id", "running", "stopped")) or not all(
+            callable(getattr(node, name, None)) for name in methods
         ):
             raise TypeError(f"bind() takes a pyclm.Node, got {type(node).__name__}")
         self.node = node
@@ -169,6 +178,15 @@ class Binding:
     def live(self) -> bool:
         """True while this is the bound node and it runs (and has not left)."""
         return not self._closed and not self._left and self.node.running
+
+    @property
+    def stopped(self) -> bool:
+        """True once the node left (its last change passed on) or stopped: it never runs again.
+
+        Not while it is still handing out its last change (``node.running`` False,
+        ``node.stopped`` not yet): its handles are open until that change reaches them.
+        """
+        return self._left or self.node.stopped
 
     @property
     def closed(self) -> bool:

@@ -22,7 +22,9 @@ The rules of ``saClmResponse_4`` for the invocation live here (:func:`answer`): 
 invocation must be one this handle was given, in a round still open, not yet answered;
 REJECTED is only an answer to VALIDATE.  A handle that stops tracking or is finalized
 while it owes an answer is *withdrawn*: the round no longer waits for it (as OpenSAF's
-server drops a client from its pending-response list).
+server drops a client from its pending-response list).  So is a handle that tracks on
+without the step's flag (``saClmClusterTrack_4`` again, without ``SA_TRACK_VALIDATE_STEP``
+or ``SA_TRACK_START_STEP``), from the rounds of that step.
 
 All state is guarded by the facade's lock (:data:`pyclm.saf._binding.LOCK`).
 """
@@ -194,8 +196,15 @@ def answer(handle_id: int, invocation: int, response: int) -> bool:
     return True
 
 
-def withdraw(handle_id: int) -> None:
-    """``handle_id`` stopped tracking or was finalized: no round waits for it any more.  Under LOCK."""
+def withdraw(handle_id: int, step: ChangeStep | None = None) -> list[int]:
+    """``handle_id`` stopped tracking (or was finalized): no round waits for it any more.  Under LOCK.
+
+    ``step`` limits this to the rounds of that step (the handle tracks on, without that
+    step's flag).  Returns the invocations withdrawn.
+    """
+    withdrawn = []
     for invocation, (round_, owner) in list(_outstanding.items()):
-        if owner == handle_id and invocation in _outstanding:
+        if owner == handle_id and invocation in _outstanding and step in (None, round_.step):
             round_._settle(handle_id, None)
+            withdrawn.append(invocation)
+    return withdrawn

@@ -1,24 +1,29 @@
 """SAF AIS common types, constants and helpers, under the names OpenSAF's pyosaf uses.
 
-A program written against ``pyosaf.saAis`` runs on this module unchanged:
-the scalar aliases are the same ctypes types (so structure layouts match the
-C ABI of ``saAis.h``), ``saAis`` holds the same constants, the ``eSa*``
-enumerations have the same names and values, and ``SaNameT``, ``SaVersionT``
-and ``BYREF`` take the same arguments.  Nothing here loads a C library.
+This module defines every name ``pyosaf.saAis`` does, but for OpenSAF's
+extended-name mode (``SA_ENABLE_EXTENDED_NAMES=1``, which loads ``libSaImmOm``):
+the scalar aliases are the same ctypes types (so structure layouts match the C
+ABI of ``saAis.h``), ``saAis`` holds the same constants, the ``eSa*``
+enumerations have the same names and values, ``SaNameT``, ``SaVersionT`` and
+``BYREF`` take the same arguments, and the helpers that turn Python lists into
+NULL-terminated C arrays and back (``marshalNullArray`` and the others, which
+pyosaf's IMM modules and ``pyosaf.utils`` use) behave as pyosaf's.  Nothing
+here loads a C library.
 
 Python 3 differences from pyosaf (which predates Python 3): ``SaNameT``,
 ``SaVersionT`` and ``SaClmNodeAddressT`` accept ``str`` as well as ``bytes``
 (``str`` is encoded as UTF-8), and ``str(name)`` decodes.  Fields whose C type
-is ``SaInt8T`` (``char``) still read back as ``bytes``, as ctypes makes them.
+is ``SaInt8T`` (``char``) still read back as ``bytes``, as ctypes makes them,
+and so do the strings ``unmarshalSaStringTArray`` returns.
 """
 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterable, Mapping
-from ctypes import POINTER, Structure, Union, _Pointer
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from ctypes import POINTER, Array, Structure, Union, _Pointer, _SimpleCData
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ctypes import _CArgObject, _CData
@@ -60,7 +65,12 @@ __all__ = [
     "eSaDispatchFlagsT",
     "eSaLogLimitIdT",
     "eSaServicesT",
+    "marshalNullArray",
+    "marshalNullArrayVoidPtrPtr",
+    "marshalSaStringTArray",
     "saAis",
+    "unmarshalNullArray",
+    "unmarshalSaStringTArray",
 ]
 
 
@@ -452,3 +462,130 @@ class SaLimitValueT(Union):
 def BYREF(data: _CData | None) -> _CArgObject | None:
     """``ctypes.byref(data)``, except that ``None`` stays ``None`` (a C NULL pointer)."""
     return None if data is None else ctypes.byref(data)
+
+
+# --- NULL-terminated arrays -----------------------------------------------------
+# SAF passes lists as C arrays ended by a NULL entry: of strings (SaStringT *), or of
+# pointers to values (SaImmAttrValuesT_2 **, ...).  pyosaf's IMM modules build them with
+# these helpers, and pyosaf.utils reads IMM's error strings back with unmarshalNullArray.
+
+_CTYPES_OBJECT = (_SimpleCData, Structure, Union, Array, _Pointer)
+
+
+def _c_string(item: object, index: int) -> bytes:
+    if isinstance(item, SaStringT):
+        item = item.value
+    if isinstance(item, str):
+        item = item.encode("utf-8")
+    if not isinstance(item, bytes):
+        raise TypeError(f"item {index} must be bytes, str or an SaStringT, got {type(item).__name__}")
+    return item
+
+
+def marshalSaStringTArray(plist: Sequence[bytes | str | SaStringT] | None) -> Array[SaStringT] | None:
+    """A list of strings as a NULL-terminated C array of ``SaStringT`` (``char *``), as pyosaf's.
+
+    None gives None (a C NULL).  An empty list gives an array holding only the NULL.  Each
+    item is ``bytes``, ``str`` (encoded as UTF-8) or an ``SaStringT``; the array keeps a
+    copy of every string alive.  A NULL item (``SaStringT()``) raises ``ValueError``: in C
+    it would end the array early.
+    """
+    if plist is None:
+        return None
+    array = (SaStringT * (len(plist) + 1))()
+    for index, item in enumerate(plist):
+        if isinstance(item, SaStringT) and item.value is None:
+            raise ValueError(f"item {index} is a NULL SaStringT, which would end the array there: leave it out")
+        array[index] = _c_string(item, index)
+    return array
+
+
+def marshalNullArray(plist: Sequence[Any] | None, type_name: type[Any] = SaVoidPtr) -> Array[Any] | None:
+    """A list as a NULL-terminated C array, as pyosaf's: of pointers to the items, or of strings.
+
+    None gives None (a C NULL); an empty list, an array of one NULL ``type_name``.  A list
+    of strings (``SaStringT``, ``bytes``, ``str``) gives :func:`marshalSaStringTArray`'s
+    array.  A list of ctypes objects of one type ``X`` (``SaImmAttrValuesT_2(...)``, ...)
+    gives an array of ``POINTER(X)`` pointing at each, then NULL; the array keeps the
+    items alive, and writes through it reach them.  Anything else raises ``TypeError``.
+    """
+    if plist is None:
+        return None
+    if not plist:
+        empty: Array[Any] = (type_name * 1)()
+        return empty
+    first = plist[0]
+    if isinstance(first, SaStringT | bytes | str):
+        return marshalSaStringTArray(plist)
+    if not isinstance(first, _CTYPES_OBJECT):
+        raise TypeError(
+            f"marshalNullArray takes ctypes objects or strings, got {type(first).__name__}:"
+            " wrap each value in its SAF type (SaUint32T(5), SaNameT('...'))"
+        )
+    item_type = type(first)
+    array = (POINTER(item_type) * (len(plist) + 1))()
+    for index, item in enumerate(plist):
+        if type(item) is not item_type:
+            raise TypeError(
+                f"item {index} is a {type(item).__name__}, item 0 a {item_type.__name__}: one type per array"
+            )
+        array[index] = ctypes.pointer(item)
+    return array
+
+
+def marshalNullArrayVoidPtrPtr(plist: Sequence[Any] | None) -> _Pointer[ctypes.c_void_p]:
+    """:func:`marshalNullArray` of ``plist``, cast to ``void *`` and passed by pointer (``void **``), as pyosaf's.
+
+    The result keeps the array (and the items) alive.  None gives a pointer to a NULL.
+    """
+    array = marshalNullArray(plist)
+    return ctypes.pointer(SaVoidPtr() if array is None else ctypes.cast(array, SaVoidPtr))
+
+
+def _up_to_null(c_array: Any, is_null: Any) -> Iterator[Any]:
+    """The items of ``c_array`` before the first for which ``is_null`` is true.
+
+    An array (or a Python sequence) is read at most to its end; a pointer to the first
+    item, as C returns lists, is read until the NULL.
+    """
+    bound = None if isinstance(c_array, _Pointer) else len(c_array)
+    index = 0
+    while bound is None or index < bound:
+        item = c_array[index]
+        if is_null(item):
+            return
+        yield item
+        index += 1
+
+
+def _holds_strings(c_array: Any) -> bool:
+    item_type = getattr(type(c_array), "_type_", None)
+    if isinstance(item_type, type):
+        return issubclass(item_type, SaStringT)
+    return isinstance(c_array[0], bytes | str)
+
+
+def unmarshalSaStringTArray(c_array: Any) -> list[bytes]:
+    """The strings of a NULL-terminated ``SaStringT`` array (or a pointer to its first item), as pyosaf's.
+
+    Read up to the first NULL, as ``bytes``; an empty string does not end the list.  A
+    NULL or empty ``c_array`` gives ``[]``.
+    """
+    if not c_array:
+        return []
+    return list(_up_to_null(c_array, lambda item: item is None))
+
+
+def unmarshalNullArray(c_array: Any) -> list[Any]:
+    """The items of a NULL-terminated C array (or a pointer to its first item), as pyosaf's.
+
+    An array of strings gives :func:`unmarshalSaStringTArray`'s list.  An array of
+    pointers gives what each points at (``ptr[0]``: an int for a scalar, the structure
+    itself for a structure), up to the first NULL.  A NULL or empty ``c_array`` gives
+    ``[]``.  It reads what :func:`marshalNullArray` builds.
+    """
+    if not c_array:
+        return []
+    if _holds_strings(c_array):
+        return unmarshalSaStringTArray(c_array)
+    return [each[0] for each in _up_to_null(c_array, lambda item: not item)]

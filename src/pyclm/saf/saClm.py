@@ -6,6 +6,8 @@ enumeration, constant and callback type ``pyosaf.saClm`` does, with the same
 names, values, ctypes layouts and constructors.  The ``saClm*`` functions of
 SAI-AIS-CLM B.01.01 and B.04.01 (at the end of the module) answer from pyclm's
 agreed membership instead of an OpenSAF library: no C library is loaded.
+``saClmInitialize_3`` is there too, as in pyosaf, but B.03.01 is not supported:
+it returns ``SA_AIS_ERR_VERSION``.
 
 The structures are real ctypes structures with the C layout of ``saClm.h``, and
 the callback types are ``ctypes.CFUNCTYPE`` types: wrap a Python function in
@@ -113,6 +115,7 @@ __all__ = [
     "saClmDispatch",
     "saClmFinalize",
     "saClmInitialize",
+    "saClmInitialize_3",
     "saClmInitialize_4",
     "saClmResponse_4",
     "saClmSelectionObjectGet",
@@ -476,6 +479,13 @@ def saClmInitialize(
 ) -> int:
     """Open a B.01.01 / B.02.01 handle on the bound node (``pyclm.saf.bind``); the granted version is written back."""
     return _api.initialize(_api.B01_API, clmHandle, clmCallbacks, version)
+
+
+def saClmInitialize_3(
+    clmHandle: _Ref[SaClmHandleT], clmCallbacks: _Ref[SaClmCallbacksT_3], version: _Ref[SaVersionT]
+) -> int:
+    """B.03.01 is not supported: SA_AIS_ERR_VERSION, with B.04.01 written back (use saClmInitialize_4)."""
+    return _api.initialize_b03(clmHandle, clmCallbacks, version)
 
 
 def saClmInitialize_4(
