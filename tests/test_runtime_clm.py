@@ -7,9 +7,6 @@ conditions are the node's own (``wait_for``, the next tracked change), not sleep
 from __future__ import annotations
 
 import logging
-import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from pathlib import Path
@@ -18,6 +15,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from _doc_examples import run_example
 from pyclm import (
     ChangesLost,
     ClusterNode,
@@ -367,14 +365,7 @@ def test_addresses_are_reported_as_text() -> None:
 
 
 def test_the_readme_tracking_example_runs(tmp_path: Path) -> None:
-    text = README.read_text(encoding="utf-8")
-    match = re.search(r"## Tracking the membership.*?```python\n(.*?)```", text, re.S)
-    assert match is not None
-    script = tmp_path / "track.py"
-    script.write_text(match.group(1), encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = run_example(README, "## Tracking the membership", tmp_path)
     assert lines[0] == "0 []"
     assert lines[-2].endswith("['alpha', 'beta', 'gamma']")
     assert lines[-1].endswith("True beta")

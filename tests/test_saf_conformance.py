@@ -24,10 +24,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import functools
-import re
 import select
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -41,6 +38,7 @@ import attrs
 import pytest
 
 import pyclm.saf
+from _doc_examples import run_example
 from pyclm import LeaveRejected, MembershipConfig, Node
 from pyclm.clm import MembershipChange
 from pyclm.saf import _api, saAis, saClm
@@ -1348,14 +1346,7 @@ def test_a_pyosaf_track_listener_runs_unchanged(cluster5: BackgroundCluster) -> 
 
 
 def test_the_docs_example_runs(tmp_path: Path) -> None:
-    text = DOC.read_text(encoding="utf-8")
-    match = re.search(r"## A runnable example.*?```python\n(.*?)```", text, re.S)
-    assert match is not None
-    script = tmp_path / "saf_example.py"
-    script.write_text(match.group(1), encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = run_example(DOC, "## A runnable example", tmp_path)
     assert [line.split(": ")[1] for line in lines] == [
         "node 1 SA_CLM_NODE_NO_CHANGE",
         "node 2 SA_CLM_NODE_NO_CHANGE",
