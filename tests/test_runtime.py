@@ -56,6 +56,18 @@ def members(node: Node) -> tuple[Member, ...]:
     return node.view.members if node.view is not None else ()
 
 
+async def poll_until(
+    condition: Callable[[], bool], what: str, nodes: Iterable[Node] = (), *, limit: float = LIMIT
+) -> None:
+    """Poll ``condition`` every 5 ms until it holds; after ``limit`` seconds fail, naming ``what`` and the nodes."""
+    try:
+        with anyio.fail_after(limit):
+            while not condition():
+                await anyio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting until {what}: {list(nodes)}") from None
+
+
 class Cluster:
     """Nodes on one network; a watcher per node feeds its events to the invariant checker."""
 
@@ -108,12 +120,7 @@ class Cluster:
         return primary and len({node.primary_number for node in nodes}) == 1
 
     async def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        try:
-            with anyio.fail_after(LIMIT):
-                while not condition():
-                    await anyio.sleep(0.005)
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting until {what}: {list(self.nodes.values())}") from None
+        await poll_until(condition, what, self.nodes.values())
 
 
 @asynccontextmanager

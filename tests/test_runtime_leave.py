@@ -25,7 +25,7 @@ from pyclm import (
 )
 from pyclm.runtime import LeaveRound
 from pyclm.transports import MemoryNetwork
-from test_runtime import FAST, LIMIT, QUICK, majority
+from test_runtime import FAST, LIMIT, QUICK, majority, poll_until
 
 pytestmark = pytest.mark.anyio
 
@@ -59,9 +59,7 @@ class Trio:
             changes.clear()
 
     async def until(self, condition: Callable[[], bool]) -> None:
-        with anyio.fail_after(LIMIT):
-            while not condition():
-                await anyio.sleep(0.005)
+        await poll_until(condition, "the condition holds", self.nodes.values())
 
 
 @asynccontextmanager

@@ -46,7 +46,7 @@ from pyclm.saf._steps import ChangeStep, Response
 from pyclm.saf.saAis import SaVersionT, eSaAisErrorT, eSaDispatchFlagsT
 from pyclm.saf.saClm import eSaClmChangeStepT, eSaClmClusterChangesT, eSaClmResponseT
 from pyclm.transports import MemoryNetwork
-from test_runtime import FAST, QUICK, majority
+from test_runtime import FAST, QUICK, majority, poll_until
 from test_saf_api import (
     UNKNOWN_TIME,
     Client,
@@ -261,12 +261,7 @@ class ClusterRun:
         )
 
     async def until(self, condition: Callable[[], bool], what: str) -> None:
-        try:
-            with anyio.fail_after(LIMIT):
-                while not condition():
-                    await anyio.sleep(0.005)
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting until {what}: {list(self.nodes.values())}") from None
+        await poll_until(condition, what, self.nodes.values(), limit=LIMIT)
 
 
 class BackgroundCluster:
