@@ -477,8 +477,8 @@ def test_coordinator_retries_above_a_nack() -> None:
 GARBAGE = [
     (b"", "rx_dropped_truncated"),
     (b"\x00" * 40, "rx_dropped_bad_magic"),
-    (b"\xc1\x4d\x01" + b"\x00" * 13, "rx_dropped_bad_version"),  # a version-1 node
-    (b"\xc1\x4d\x02\x63" + b"\x00" * 12, "rx_dropped_bad_type"),
+    (b"\xc1\x4d\x02" + b"\x00" * 13, "rx_dropped_bad_version"),  # a version-2 node
+    (b"\xc1\x4d\x03\x63" + b"\x00" * 12, "rx_dropped_bad_type"),
     (wire.encode_leave(5, 1) + b"!", "rx_dropped_trailing_bytes"),
 ]
 

@@ -57,7 +57,7 @@ def test_a_view_too_large_for_the_transport_is_dropped_and_counted_never_sent() 
 class _Chatty(QuorumPolicy):
     name = "test-chatty"
 
-    def ack_state(self) -> bytes:
+    def ack_state(self, view: View | None = None) -> bytes:
         return b"x" * (wire.MAX_STATE + 1)
 
     def view_installed(self, view: View, states: Mapping[int, bytes], now: float) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import subprocess
 from pathlib import Path
 
 from _doc_examples import run_example
+from _procs import free_udp_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -31,3 +34,28 @@ def test_the_saf_example_runs(tmp_path: Path) -> None:
     ]
     first, last = (int(line.split(":")[0].split()[1]) for line in (lines[0], lines[-1]))
     assert last > first
+
+
+def test_the_real_cluster_commands_run(tmp_path: Path) -> None:
+    """The "try a real cluster" block, run by bash: three nodes over loopback multicast, then status.
+
+    Only the paths (to a temporary directory) and the group (a random one, so that parallel
+    runs on one machine do not meet) are changed; the three nodes are ended afterwards.
+    """
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Try a real cluster on one machine", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    rng = random.Random()
+    group = f"239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}:{free_udp_port(rng=rng)}"
+    assert block.count("--nodes 1-3") == 1 and block.count("/tmp/pyclm-try") >= 4
+    script = block.replace("/tmp/pyclm-try", str(tmp_path)).replace("--nodes 1-3", f"--nodes 1-3 --multicast {group}")
+    script = f"set -e\ncd {README.parent}\n{script}\nkill $(jobs -p)\nwait\n"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("wrote ") and "cluster.key" in lines[0]
+    lines = lines[1:]  # the status
+    assert lines[1].startswith("view ") and "primary #" in lines[1], done.stdout
+    assert [line.split()[0] for line in lines[3:6]] == ["1", "2", "3"], done.stdout
+    assert "(this node)" in lines[3] and "heard" in lines[4] and "heard" in lines[5]
+    assert lines[-1] == "rejected: none"

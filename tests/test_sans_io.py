@@ -32,6 +32,8 @@ EXCLUDED = frozenset(
         # Its model and schedules (study/model.py, study/schedule.py) are core like the simulator.
         "study/availability.py",
         "study/plots.py",
+        # Attaching to a pyclm node daemon over its control socket (anyio tasks, a lock).
+        "remote.py",
     }
 )
 #: Whole directories of glue.
@@ -41,6 +43,8 @@ EXCLUDED_DIRS = frozenset(
         # The SAF facade: file descriptors, threads and event loops for the handles; the
         # CLM semantics it serves are core (clm/).
         "saf",
+        # `pyclm node`: sockets, signals, files, the wall clock; it drives a runtime Node.
+        "daemon",
     }
 )
 
@@ -78,11 +82,16 @@ REQUIRED_CORE = frozenset(
         "sim/engine.py",
         "sim/network.py",
         "sim/scenario.py",
+        "security/__init__.py",
+        "security/aead.py",
+        "security/envelope.py",
+        "security/keyring.py",
+        "security/replay.py",
     }
 )
 
 #: Glue modules the core must not import either (that would drag the I/O in through the back door).
-GLUE_MODULES = frozenset({"runtime", "_streams", "_leaving", "transports", "cli", "saf"})
+GLUE_MODULES = frozenset({"runtime", "_streams", "_leaving", "transports", "cli", "saf", "daemon", "remote"})
 
 
 def core_modules() -> list[str]:
@@ -180,3 +189,20 @@ def test_the_package_walker_resolves_relative_imports() -> None:
     source = "from ..runtime import Node\nfrom .checker import X\nfrom pyclm.transports.udp import U\nimport pyclm.cli"
     assert imported_package_modules(source, "sim/engine.py") == {"runtime", "sim", "transports", "cli"}
     assert imported_package_modules("from .runtime import Node\nfrom . import wire", "core.py") == {"runtime", "wire"}
+
+
+def test_only_the_aead_module_imports_cryptography_and_only_lazily() -> None:
+    """``cryptography`` is an optional extra: importing pyclm must not need it."""
+    importers = sorted(
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if "cryptography" in imported_top_level(path.read_text(encoding="utf-8"))
+    )
+    assert importers == ["security/aead.py"]
+    tree = ast.parse((PACKAGE / "security/aead.py").read_text(encoding="utf-8"))
+    for statement in tree.body:  # at module level only under `if TYPE_CHECKING:`; functions import it lazily
+        if isinstance(statement, ast.FunctionDef | ast.ClassDef):
+            continue
+        if isinstance(statement, ast.If) and ast.unparse(statement.test) == "TYPE_CHECKING":
+            continue
+        assert "cryptography" not in imported_top_level(ast.unparse(statement)), ast.unparse(statement)

@@ -60,6 +60,7 @@ REASONS = {
     "trailing_bytes",
     "zero_epoch",
     "bad_varint",
+    "bad_state_table",
     "bad_flags",
     "row_mismatch",
     "bad_coordinator",
@@ -101,7 +102,10 @@ SAMPLES: dict[MessageType, bytes] = {
     MessageType.ACK: wire.encode_ack(2, 9, ViewId(7, 1), 3, 6, b"state"),
     MessageType.NACK: wire.encode_nack(2, 9, ViewId(7, 1), 12),
     MessageType.INSTALL: wire.encode_install(
-        1, 5, ViewId(7, 1), (InstallEntry(1, 3, b""), InstallEntry(2, 0, b"ab"), InstallEntry(4, 300, b"xyz"))
+        1,
+        5,
+        ViewId(7, 1),
+        (InstallEntry(1, 3, b"xyz"), InstallEntry(2, 0, b"ab"), InstallEntry(4, 300, b"xyz"), InstallEntry(5, 1, b"")),
     ),
     MessageType.LEAVE: wire.encode_leave(3, 11),
     MessageType.PULL: wire.encode_pull(2, 9, True, ((1, 5, 3), (4, 1, 8))),
@@ -134,7 +138,12 @@ EXPECTED: dict[MessageType, object] = {
         "Install",
         ("Header", MessageType.INSTALL, 1, 5),
         ("ViewId", 7, 1),
-        (("InstallEntry", 1, 3, b""), ("InstallEntry", 2, 0, b"ab"), ("InstallEntry", 4, 300, b"xyz")),
+        (
+            ("InstallEntry", 1, 3, b"xyz"),
+            ("InstallEntry", 2, 0, b"ab"),
+            ("InstallEntry", 4, 300, b"xyz"),
+            ("InstallEntry", 5, 1, b""),
+        ),
     ),
     MessageType.LEAVE: ("Leave", ("Header", MessageType.LEAVE, 3, 11)),
     MessageType.PULL: ("Pull", ("Header", MessageType.PULL, 2, 9), True, ((1, 5, 3), (4, 1, 8))),
@@ -192,7 +201,7 @@ def test_empty_collections_round_trip() -> None:
 
 def test_header_layout() -> None:
     data = wire.encode_leave(0x01020304, 0x05060708090A0B0C)
-    assert data == b"\xc1\x4d\x02\x06\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c"
+    assert data == b"\xc1\x4d\x03\x06\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c"
     assert HEADER_SIZE == len(data) == 16
 
 
@@ -234,6 +243,8 @@ u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 view_ids = st.builds(ViewId, st.integers(1, 2**64 - 1), node_ids)
 blobs = st.binary(max_size=40)
+#: Quorum states as an INSTALL sees them: often the same few (members of a settled view agree).
+install_states = st.sampled_from([b"", b"a", b"settled state"]) | blobs
 
 
 @st.composite
@@ -284,7 +295,7 @@ def datagrams(draw: st.DrawFn) -> tuple[bytes, object]:
         return wire.encode_nack(sender, incarnation, view_id, max_epoch), ("Nack", h, plain(view_id), max_epoch)
     if kind is MessageType.INSTALL:
         epoch = draw(st.integers(1, 2**64 - 1))
-        installed = tuple(draw(st.lists(st.builds(InstallEntry, node_ids, u64, blobs), max_size=5)))
+        installed = tuple(draw(st.lists(st.builds(InstallEntry, node_ids, u64, install_states), max_size=8)))
         data = wire.encode_install(sender, incarnation, ViewId(epoch, sender), installed)
         return data, ("Install", h, ("ViewId", epoch, sender), plain(installed))
     if kind is MessageType.LEAVE:
@@ -383,7 +394,7 @@ def test_wrong_magic_version_or_type(kind: MessageType) -> None:
     raw = SAMPLES[kind]
     assert decode(b"\xc1\x4e" + raw[2:]) == Dropped("bad_magic")
     assert decode(b"\x00\x00" + raw[2:]) == Dropped("bad_magic")
-    for version in (0, 1, 3, 255):
+    for version in (0, 1, 2, 4, 255):
         assert decode(raw[:2] + bytes([version]) + raw[3:]) == Dropped("bad_version")
     for bad_kind in (0, 11, 255):
         assert decode(raw[:3] + bytes([bad_kind]) + raw[4:]) == Dropped("bad_type")
@@ -407,7 +418,15 @@ def row_bytes(origin: int, incarnation: int, version: int, members: list[tuple[i
 BOUND_CASES: dict[str, Callable[[int], bytes]] = {
     "propose": lambda n: head(MessageType.PROPOSE) + struct.pack("!QH", 1, n) + entries(sorted_members(n)),
     "install": lambda n: (
-        head(MessageType.INSTALL) + struct.pack("!QH", 1, n) + b"".join(struct.pack("!IBH", i, 0, 0) for i in range(n))
+        head(MessageType.INSTALL)
+        + struct.pack("!QHHH", 1, n, 1, 0)  # n entries, one (empty) state
+        + b"".join(struct.pack("!IBB", i, 0, 0) for i in range(n))
+    ),
+    "install.states": lambda n: (
+        head(MessageType.INSTALL)
+        + struct.pack("!QHH", 1, min(n, MAX_CLUSTER_SIZE), n)  # as many states as entries, at most
+        + b"".join(struct.pack("!HH", 2, i) for i in range(n))
+        + b"".join(struct.pack("!IB", i, 0) + wire.encode_varint(i) for i in range(n))
     ),
     "pull": lambda n: (
         head(MessageType.PULL) + struct.pack("!BH", 0, n) + b"".join(struct.pack("!IQI", i, 1, 1) for i in range(n))
@@ -447,7 +466,9 @@ BLOB_CASES: dict[str, Callable[[int], bytes]] = {
     "ack": lambda n: head(MessageType.ACK) + struct.pack("!QIQQH", 1, 1, 2, 3, n) + b"s" * n,
     "quorum": lambda n: head(MessageType.QUORUM) + struct.pack("!QIH", 1, 1, n) + b"q" * n,
     "clm": lambda n: head(MessageType.CLM) + struct.pack("!QIH", 1, 1, n) + b"c" * n,
-    "install": lambda n: head(MessageType.INSTALL) + struct.pack("!QHIBH", 1, 1, 1, 2, n) + b"i" * n,
+    "install": lambda n: (
+        head(MessageType.INSTALL) + struct.pack("!QHHH", 1, 1, 1, n) + b"i" * n + struct.pack("!IBB", 1, 2, 0)
+    ),
 }
 
 
@@ -560,7 +581,7 @@ def test_install_and_propose_take_the_coordinator_from_the_sender() -> None:
     assert install.view_id == ViewId(3, 4)
 
 
-# ------------------------------------------------------------------ version 2: membership numbers and CLM messages
+# ------------------------------------------------------------------ versions 2 and 3: numbers, CLM, the state table
 
 
 def test_ack_layout_puts_since_and_last_between_the_view_id_and_the_state() -> None:
@@ -571,16 +592,31 @@ def test_ack_layout_puts_since_and_last_between_the_view_id_and_the_state() -> N
     assert len(data) == HEADER_SIZE + 30 + 2
 
 
-def test_install_layout_carries_joined_per_member_as_a_varint() -> None:
-    entries = (InstallEntry(1, 4, b""), InstallEntry(3, 0, b"xy"), InstallEntry(5, 300, b""))
+def test_install_layout_sends_each_distinct_state_once() -> None:
+    entries = (InstallEntry(1, 4, b"xy"), InstallEntry(3, 0, b""), InstallEntry(5, 300, b"xy"))
     data = wire.encode_install(1, 5, ViewId(10, 1), entries)
     assert data[HEADER_SIZE:] == (
-        struct.pack("!QH", 10, 3)
-        + struct.pack("!I", 1) + b"\x04" + struct.pack("!H", 0)
-        + struct.pack("!I", 3) + b"\x00" + struct.pack("!H", 2) + b"xy"
-        + struct.pack("!I", 5) + b"\xac\x02" + struct.pack("!H", 0)
+        struct.pack("!QHH", 10, 3, 2)  # epoch, 3 entries, 2 distinct states
+        + struct.pack("!H", 2) + b"xy"  # state 0, first used by node 1
+        + struct.pack("!H", 0)  # state 1, first used by node 3
+        + struct.pack("!I", 1) + b"\x04" + b"\x00"  # node 1, joined 4, state 0
+        + struct.pack("!I", 3) + b"\x00" + b"\x01"  # node 3, joined 0, state 1
+        + struct.pack("!I", 5) + b"\xac\x02" + b"\x00"  # node 5, joined 300, state 0
     )  # fmt: skip
-    assert len(data) == 26 + (6 + 1) + (6 + 1 + 2) + (6 + 2)  # 26 + Σ(6 + vᵢ + sᵢ), v = the varint's bytes
+    # 28 + Σ(2 + s) over the distinct states + Σ(4 + v + i) over the entries (v, i: varint bytes)
+    assert len(data) == 28 + (2 + 2) + (2 + 0) + (4 + 1 + 1) + (4 + 1 + 1) + (4 + 2 + 1)
+
+
+@SETTINGS
+@given(st.lists(st.builds(InstallEntry, node_ids, u64, install_states), max_size=12))
+def test_an_install_carries_each_distinct_state_once(entries: list[InstallEntry]) -> None:
+    data = wire.encode_install(1, 5, ViewId(10, 1), tuple(entries))
+    distinct = {e.state for e in entries}
+    varints = sum(len(wire.encode_varint(e.joined)) for e in entries)
+    indexes = len(entries)  # fewer than 128 states: one byte each
+    assert len(data) == 28 + sum(2 + len(x) for x in distinct) + 4 * len(entries) + varints + indexes
+    install = decode(data)
+    assert isinstance(install, Install) and install.entries == tuple(entries)
 
 
 def test_clm_layout() -> None:
@@ -611,13 +647,15 @@ def test_ack_numbers_take_the_whole_u64_range() -> None:
     assert isinstance(ack, Ack) and (ack.since, ack.last) == (top, top)
 
 
-def install_bytes(count: int, *entries: bytes) -> bytes:
-    return head(MessageType.INSTALL) + struct.pack("!QH", 4, count) + b"".join(entries)
+def install_bytes(count: int, *entries: bytes, states: tuple[bytes, ...] = (b"",)) -> bytes:
+    """An INSTALL of ``count`` entries (as given) with the state table ``states``."""
+    table = struct.pack("!H", len(states)) + b"".join(struct.pack("!H", len(x)) + x for x in states)
+    return head(MessageType.INSTALL) + struct.pack("!QH", 4, count) + table + b"".join(entries)
 
 
-def entry(node_id: int, joined: bytes, length: int, state: bytes = b"") -> bytes:
-    """An INSTALL entry with ``joined`` as given (raw varint bytes, well-formed or not)."""
-    return struct.pack("!I", node_id) + joined + struct.pack("!H", length) + state
+def entry(node_id: int, joined: bytes, index: bytes = b"\x00") -> bytes:
+    """An INSTALL entry with ``joined`` and the state ``index`` as given (raw varint bytes, well-formed or not)."""
+    return struct.pack("!I", node_id) + joined + index
 
 
 @pytest.mark.parametrize(
@@ -625,40 +663,60 @@ def entry(node_id: int, joined: bytes, length: int, state: bytes = b"") -> bytes
     [
         (install_bytes(1), "truncated"),  # an entry promised, none there
         (install_bytes(1, struct.pack("!I", 1)), "truncated"),  # no joined
-        (install_bytes(1, struct.pack("!I", 1) + b"\x05"), "truncated"),  # no state length
+        (install_bytes(1, struct.pack("!I", 1) + b"\x05"), "truncated"),  # no state index
         (install_bytes(1, struct.pack("!I", 1) + b"\x85"), "truncated"),  # joined promises another byte
         (install_bytes(1, struct.pack("!I", 1) + b"\xff" * 9), "truncated"),  # ... up to the tenth
-        (install_bytes(1, entry(1, b"\x02", 4, b"abc")), "truncated"),  # state one byte short
-        (install_bytes(2, entry(1, b"\x02", 0)), "truncated"),  # the second entry missing
-        (install_bytes(1, entry(1, b"\x02", 0) + b"\x00"), "trailing_bytes"),
-        (install_bytes(1, entry(1, b"\x02", 1, b"ab")), "trailing_bytes"),
-        (install_bytes(2, entry(1, b"\x02", MAX_STATE + 1)), "blob_too_large"),
-        (install_bytes(MAX_CLUSTER_SIZE + 1, entry(1, b"\x02", 0)), "count_too_large"),
-        (install_bytes(1, entry(1, b"\x80\x00", 0)), "bad_varint"),  # 0 in two bytes
-        (install_bytes(1, entry(1, b"\x85\x80\x00", 0)), "bad_varint"),  # 5 in three bytes
-        (install_bytes(1, entry(1, b"\xff" * 9 + b"\x02", 0)), "bad_varint"),  # 2**64
-        (install_bytes(1, entry(1, b"\xff" * 9 + b"\x7f", 0)), "bad_varint"),  # far above 2**64
-        (install_bytes(1, entry(1, b"\x80" * 10 + b"\x01", 0)), "bad_varint"),  # eleven bytes
-        (install_bytes(1, entry(1, b"\xff" * 64, 0)), "bad_varint"),  # no end in sight
+        (install_bytes(1, entry(1, b"\x02", b"\x80")), "truncated"),  # the index promises another byte
+        (head(MessageType.INSTALL) + struct.pack("!QHHH", 4, 1, 1, 4) + b"abc", "truncated"),  # short state
+        (head(MessageType.INSTALL) + struct.pack("!QH", 4, 1), "truncated"),  # no state count
+        (install_bytes(1, states=(b"x", b"y"))[:-3], "truncated"),  # the second state missing
+        (install_bytes(2, entry(1, b"\x02")), "truncated"),  # the second entry missing
+        (install_bytes(1, entry(1, b"\x02") + b"\x00"), "trailing_bytes"),
+        (head(MessageType.INSTALL) + struct.pack("!QHHH", 4, 2, 1, MAX_STATE + 1), "blob_too_large"),
+        (install_bytes(MAX_CLUSTER_SIZE + 1, entry(1, b"\x02")), "count_too_large"),
+        (head(MessageType.INSTALL) + struct.pack("!QHH", 4, 1, MAX_CLUSTER_SIZE + 1), "count_too_large"),
+        (install_bytes(1, entry(1, b"\x80\x00")), "bad_varint"),  # 0 in two bytes
+        (install_bytes(1, entry(1, b"\x85\x80\x00")), "bad_varint"),  # 5 in three bytes
+        (install_bytes(1, entry(1, b"\xff" * 9 + b"\x02")), "bad_varint"),  # 2**64
+        (install_bytes(1, entry(1, b"\xff" * 9 + b"\x7f")), "bad_varint"),  # far above 2**64
+        (install_bytes(1, entry(1, b"\x80" * 10 + b"\x01")), "bad_varint"),  # eleven bytes
+        (install_bytes(1, entry(1, b"\xff" * 64)), "bad_varint"),  # no end in sight
+        (install_bytes(1, entry(1, b"\x02", b"\x80\x00")), "bad_varint"),  # index 0 in two bytes
+        (install_bytes(1, entry(1, b"\x02", b"\x01")), "bad_state_table"),  # beyond the table
+        (install_bytes(1, entry(1, b"\x02", b"\x01"), states=(b"x", b"y")), "bad_state_table"),  # skips state 0
+        (install_bytes(1, entry(1, b"\x02"), states=(b"x", b"y")), "bad_state_table"),  # state 1 unused
+        (install_bytes(0, states=(b"x",)), "bad_state_table"),  # a state with no entry at all
+        (install_bytes(2, entry(1, b"\x02"), entry(2, b"\x02", b"\x01"), states=(b"x", b"x")), "bad_state_table"),
+        (install_bytes(1, entry(1, b"\x02"), states=()), "bad_state_table"),  # an entry and no state
     ],
     ids=[
         "no-entry",
         "no-joined",
-        "no-length",
+        "no-index",
         "joined-cut",
         "joined-cut-at-ten",
+        "index-cut",
         "short-state",
+        "no-state-count",
+        "short-table",
         "short-count",
         "trailing",
-        "long-state-length",
         "blob-too-large",
         "too-many",
+        "too-many-states",
         "overlong-zero",
         "overlong",
         "joined-2**64",
         "joined-far-too-large",
         "eleven-bytes",
         "endless",
+        "overlong-index",
+        "index-beyond-table",
+        "index-out-of-first-use-order",
+        "unused-state",
+        "state-without-entries",
+        "state-listed-twice",
+        "no-state",
     ],
 )
 def test_hostile_installs_are_dropped(data: bytes, reason: str) -> None:
@@ -685,7 +743,7 @@ def test_hostile_installs_are_dropped(data: bytes, reason: str) -> None:
 def test_varint_encoding(value: int, encoded: str) -> None:
     raw = bytes.fromhex(encoded)
     assert wire.encode_varint(value) == raw
-    install = decode(install_bytes(1, entry(7, raw, 0)))
+    install = decode(install_bytes(1, entry(7, raw)))
     assert isinstance(install, Install) and install.entries == (InstallEntry(7, value, b""),)
 
 
@@ -704,7 +762,7 @@ def test_varint_length_is_one_byte_per_seven_bits(value: int) -> None:
 @SETTINGS
 @given(
     st.binary(max_size=14) | u64.map(wire.encode_varint),
-    st.sampled_from([b"", b"\x00", b"\x00\x00", b"\x00\x01z", b"\x80\x00\x00"]),
+    st.sampled_from([b"", b"\x00", b"\x00\x00", b"\x01", b"\x80\x00", b"\x00z"]),
 )
 def test_any_joined_bytes_decode_to_the_one_encoding_or_a_drop(joined: bytes, rest: bytes) -> None:
     # Whatever follows the node id: a value whose shortest encoding is exactly the bytes
@@ -712,10 +770,34 @@ def test_any_joined_bytes_decode_to_the_one_encoding_or_a_drop(joined: bytes, re
     result = check_total(install_bytes(1, struct.pack("!I", 1) + joined + rest))
     if isinstance(result, Install):
         (only,) = result.entries
-        assert wire.encode_varint(only.joined) + struct.pack("!H", len(only.state)) + only.state == joined + rest
+        assert wire.encode_varint(only.joined) + b"\x00" == joined + rest  # state 0, the only one
     else:
         assert isinstance(result, Dropped)
-        assert result.reason in {"truncated", "bad_varint", "trailing_bytes", "blob_too_large"}
+        assert result.reason in {"truncated", "bad_varint", "trailing_bytes", "bad_state_table"}
+
+
+@SETTINGS
+@given(
+    st.lists(st.binary(max_size=4), max_size=4),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2**64 - 1)), max_size=6),
+    st.binary(max_size=3),
+)
+def test_any_state_table_decodes_to_its_one_encoding_or_a_drop(
+    states: list[bytes], refs: list[tuple[int, int]], rest: bytes
+) -> None:
+    # Tables and indexes of any shape: an INSTALL that decodes re-encodes to exactly the
+    # same bytes (distinct states, in order of first use, each used); the rest is dropped.
+    data = install_bytes(
+        len(refs),
+        *(entry(n, wire.encode_varint(joined), wire.encode_varint(index)) for n, (index, joined) in enumerate(refs)),
+        states=tuple(states),
+    )
+    result = check_total(data + rest)
+    if isinstance(result, Install):
+        assert wire.encode_install(1, 5, ViewId(4, 1), result.entries)[HEADER_SIZE:] == (data + rest)[HEADER_SIZE:]
+    else:
+        assert isinstance(result, Dropped)
+        assert result.reason in {"truncated", "bad_varint", "trailing_bytes", "bad_state_table"}
 
 
 def test_clm_payload_length_must_match_the_bytes() -> None:
@@ -732,6 +814,12 @@ def test_a_version_1_datagram_is_dropped() -> None:
     # Version 1 had no membership numbers: a v1 ACK must not be misread as a v2 one.
     v1_ack = head(MessageType.ACK, 2, 9, version=1) + struct.pack("!QIH", 7, 1, 0)
     assert decode(v1_ack) == Dropped("bad_version")
+
+
+def test_a_version_2_install_is_dropped() -> None:
+    # Version 2 put a state in every INSTALL entry, with no table: not to be misread as a v3 one.
+    v2_install = head(MessageType.INSTALL, version=2) + struct.pack("!QH", 4, 1) + struct.pack("!IBH", 1, 0, 0)
+    assert decode(v2_install) == Dropped("bad_version")
 
 
 # ------------------------------------------------------------------ the UDP limits in docs/wire.md
@@ -755,29 +843,69 @@ def udp_heartbeat(n: int, lease: bool = False) -> bytes:
     return wire.encode_heartbeat(1, ms[0].incarnation, ViewId(2**64 - 1, 1), row.version, 2**64 - 1, row, True, echoes)
 
 
-def udp_install(n: int, joined: int, state: Callable[[int], bytes] = lambda n: b"") -> bytes:
-    entries = tuple(InstallEntry(i, joined, state(n)) for i in range(1, n + 1))
+def udp_install(n: int, joined: int, state: Callable[[int, int], bytes] = lambda n, i: b"") -> bytes:
+    """An INSTALL of n members; ``state(n, i)`` is member i's quorum state."""
+    entries = tuple(InstallEntry(i, joined, state(n, i)) for i in range(1, n + 1))
     return wire.encode_install(1, MAX_INCARNATION, ViewId(2**64 - 1, 1), entries)
 
 
-def ykd_state(n: int) -> bytes:
-    big = 2**64 - 1
-    return VotingState(session_number=big, last_primary=Session(big, tuple(range(1, n + 1))), last_formed=big).encode()
+#: YKD numbers as large as ``joined`` in these limits: 5-byte varints (below 2**35).
+BIG = 2**35 - 1
+
+
+def ykd_settled(n: int, i: int) -> bytes:
+    """Every member's report after the view's last primary formed: identical."""
+    view = tuple(range(1, n + 1))
+    return VotingState(session_number=BIG, last_primary=Session(BIG, view), last_formed=BIG).encode(view)
+
+
+def ykd_diverged(groups: int | None) -> Callable[[int, int], bytes]:
+    """Members in ``groups`` groups (None: each member alone) with their own histories.
+
+    Each group's report has its own last primary and one ambiguous session, each with one
+    member outside the view (a node that crashed, with a 3-byte gap): the worst a
+    cascade of failures left in the simulator (benchmarks/datagram_sizes.py).
+    """
+
+    def state(n: int, i: int) -> bytes:
+        k = i % groups if groups else i
+        view = tuple(range(1, n + 1))
+        last = Session(BIG - 2 * k - 2, (*view, 10**6 + k))
+        ambiguous = (Session(BIG - 2 * k - 1, (*view[:-1], 10**6 + k)),)
+        return VotingState(session_number=BIG, last_primary=last, ambiguous=ambiguous, last_formed=BIG).encode(view)
+
+    return state
 
 
 @pytest.mark.parametrize(
-    ("build", "ipv4", "ipv6"),
+    ("build", "ipv4", "ipv6", "enveloped"),
     [
-        (udp_heartbeat, 117, 116),
-        (lambda n: wire.encode_propose(1, 1, ViewId(2**64 - 1, 1), udp_members(n)), 120, 118),
-        (lambda n: udp_install(n, 0), 206, 203),  # everyone joins with this primary
-        (lambda n: udp_install(n, 2**35 - 1), 131, 129),  # joined takes 5 bytes
-        (lambda n: udp_install(n, 2**42 - 1), 120, 118),  # 6 bytes: still above the heartbeat
-        (lambda n: udp_heartbeat(n, lease=True), 100, 99),
-        (lambda n: udp_install(n, 2**35 - 1, ykd_state), 14, 14),
+        (udp_heartbeat, 117, 116, 110),
+        (lambda n: wire.encode_propose(1, 1, ViewId(2**64 - 1, 1), udp_members(n)), 120, 118, 113),
+        (lambda n: udp_install(n, 0), 240, 237, 226),  # everyone joins with this primary
+        (lambda n: udp_install(n, 2**35 - 1), 144, 142, 135),  # joined takes 5 bytes
+        (lambda n: udp_install(n, 2**42 - 1), 131, 129, 123),  # 6 bytes: still above the heartbeat
+        (lambda n: udp_heartbeat(n, lease=True), 100, 99, 94),
+        (lambda n: udp_install(n, BIG, ykd_settled), 140, 138, 132),
+        (lambda n: udp_install(n, BIG, ykd_diverged(2)), 130, 128, 122),
+        (lambda n: udp_install(n, BIG, ykd_diverged(8)), 96, 96, 89),
+        (lambda n: udp_install(n, BIG, ykd_diverged(None)), 27, 27, 26),
     ],
-    ids=["heartbeat", "propose", "install-joined-0", "install-joined-2**35", "install-joined-2**42", "lease", "ykd"],
+    ids=[
+        "heartbeat",
+        "propose",
+        "install-joined-0",
+        "install-joined-2**35",
+        "install-joined-2**42",
+        "lease",
+        "ykd-settled",
+        "ykd-2-histories",
+        "ykd-8-histories",
+        "ykd-every-member-its-own",
+    ],
 )
-def test_the_documented_udp_limits(build: Callable[[int], bytes], ipv4: int, ipv6: int) -> None:
-    # docs/wire.md, "Maximum datagram size per transport": n that fits 1472 (IPv4) and 1452 (IPv6) bytes.
-    assert (largest_that_fits(build, 1472), largest_that_fits(build, 1452)) == (ipv4, ipv6)
+def test_the_documented_udp_limits(build: Callable[[int], bytes], ipv4: int, ipv6: int, enveloped: int) -> None:
+    # docs/wire.md, "Maximum datagram size per transport": n that fits 1472 (IPv4) and 1452
+    # (IPv6) bytes, and 1388 (IPv6 with 64 bytes for an authentication envelope).
+    fits = (largest_that_fits(build, 1472), largest_that_fits(build, 1452), largest_that_fits(build, 1388))
+    assert fits == (ipv4, ipv6, enveloped)

@@ -706,12 +706,54 @@ def voting_states(draw: st.DrawFn) -> VotingState:
         ).map(sorted)
     )
     highest = max([last.number, *(s.number for s in ambiguous)])
+    removed = draw(st.dictionaries(st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1), max_size=3))
     return VotingState(
         session_number=draw(st.integers(highest, 2**64 - 1)),
         last_primary=last,
         ambiguous=tuple(ambiguous),
         last_formed=draw(st.integers(0, 2**64 - 1)),
         amnesiac=draw(st.booleans()),
+        removed=tuple(sorted(removed.items())),
+    )
+
+
+@st.composite
+def reports(draw: st.DrawFn) -> tuple[VotingState, tuple[int, ...]]:
+    """A state and the view it reports for: the sessions' members mostly in the view, some not."""
+    pool = st.integers(0, 40) | st.integers(0, 2**32 - 1)
+    members = st.lists(pool, unique=True, max_size=12).map(lambda m: tuple(sorted(m)))
+    last = Session(draw(st.integers(0, 2**40)), draw(members))
+    ambiguous = draw(
+        st.lists(st.builds(Session, st.integers(last.number + 1, 2**64 - 1), members), max_size=3).map(sorted)
+    )
+    named = sorted({n for s in (last, *ambiguous) for n in s.members})
+    ids = st.sampled_from(named) | pool if named else pool
+    view = draw(st.lists(ids, unique=True, max_size=70).map(lambda v: tuple(sorted(v))))
+    state = VotingState(
+        session_number=draw(st.integers(max([last.number, *(s.number for s in ambiguous)]), 2**64 - 1)),
+        last_primary=last,
+        ambiguous=tuple(ambiguous),
+        last_formed=draw(st.integers(0, 2**64 - 1)),
+        amnesiac=draw(st.booleans()),
+    )
+    return state, view
+
+
+def v1_record(state: VotingState) -> bytes:
+    """``state`` as the version-1 record (fixed-size fields) written before version 2."""
+
+    def session(s: Session) -> bytes:
+        return struct.pack(f"!QH{len(s.members)}I", s.number, len(s.members), *s.members)
+
+    return b"".join(
+        [
+            struct.pack("!BBQQ", 1, int(state.amnesiac), state.session_number, state.last_formed),
+            session(state.last_primary),
+            struct.pack("!H", len(state.ambiguous)),
+            *(session(s) for s in state.ambiguous),
+            struct.pack("!H", len(state.removed)),
+            *(struct.pack("!IQ", n, upto) for n, upto in state.removed),
+        ]
     )
 
 
@@ -731,29 +773,112 @@ def test_a_truncated_or_extended_record_is_unreadable(state: VotingState, data: 
 
 
 @settings(SETTINGS, max_examples=500)
-@given(st.binary(max_size=200))
+@given(st.binary(max_size=200) | st.binary(max_size=200).map(lambda b: b"\x02" + b[:1] + b[1:]))
 def test_decoding_any_bytes_never_raises(data: bytes) -> None:
     state = VotingState.decode(data)
     if state is not None:
-        assert state.encode() == data  # one encoding per state: nothing ignored
+        # One encoding per state and layout: nothing ignored.
+        assert (state.encode() if data[0] == 2 else v1_record(state)) == data
+
+
+@SETTINGS
+@given(reports())
+def test_a_report_round_trips_relative_to_its_view(sample: tuple[VotingState, tuple[int, ...]]) -> None:
+    state, view = sample
+    report = state.encode(view)
+    assert VotingState.decode(report, view) == state
+    assert len(report) <= len(state.encode())  # never longer than the stored record
+
+
+@SETTINGS
+@given(reports(), st.data())
+def test_a_truncated_or_extended_report_is_unreadable(
+    sample: tuple[VotingState, tuple[int, ...]], data: st.DataObject
+) -> None:
+    state, view = sample
+    encoded = state.encode(view)
+    cut = data.draw(st.integers(0, len(encoded) - 1))
+    assert VotingState.decode(encoded[:cut], view) is None
+    assert VotingState.decode(encoded + data.draw(st.binary(min_size=1, max_size=8)), view) is None
+
+
+@settings(SETTINGS, max_examples=500)
+@given(
+    st.binary(max_size=60).map(lambda b: b"\x02\x02" + b) | st.binary(max_size=60).map(lambda b: b"\x02\x03" + b),
+    st.lists(st.integers(0, 20), unique=True, max_size=20).map(lambda v: tuple(sorted(v))),
+)
+def test_decoding_any_report_bytes_never_raises(data: bytes, view: tuple[int, ...]) -> None:
+    state = VotingState.decode(data, view)
+    if state is not None:
+        # The one encoding of this state with its sets over the view: nothing ignored.
+        assert state._encode(view) == data  # (the layout encode(view) picks when it is the shorter)
+
+
+def test_a_report_names_its_sessions_as_bitmaps_over_the_view() -> None:
+    view = tuple(range(1, 65))
+    common = VotingState(session_number=9, last_primary=Session(9, view), last_formed=9)
+    # version, flags, 9, 9, then #9: 8 bytes of bits and no member outside the view; no ambiguous, no removals
+    assert common.encode(view) == bytes([2, 2, 9, 9, 9]) + b"\xff" * 8 + bytes([0, 0, 0])
+    assert len(common.encode()) == 2 + 3 + 1 + 64 + 2  # the stored record: a count and 64 gaps of 0
+    crashed = VotingState(session_number=9, last_primary=Session(9, (*view[1:], 70)))  # 1 left, 70 is outside
+    assert crashed.encode(view) == bytes([2, 2, 9, 0, 9, 0x7F]) + b"\xff" * 7 + bytes([1, 70, 0, 0])
+    assert VotingState.decode(crashed.encode(view), view) == crashed
+    assert VotingState.decode(crashed.encode(view)) is None  # its sets need the view
+    small = VotingState(session_number=9, last_primary=Session(9, (3,)))
+    assert small.encode(view) == small.encode() == bytes([2, 0, 9, 0, 9, 1, 3, 0, 0])  # a list is shorter
+
+
+def test_a_record_stored_by_version_1_is_still_read() -> None:
+    state = VotingState(
+        session_number=12,
+        last_primary=Session(7, (1, 2, 3)),
+        ambiguous=(Session(9, (1, 2)), Session(12, (2, 3))),
+        last_formed=7,
+        removed=((4, 6),),
+    )
+    v1 = bytes.fromhex(
+        "01 00 000000000000000c 0000000000000007"  # version 1, flags, session number, last formed
+        "0000000000000007 0003 00000001 00000002 00000003"  # last primary #7 {1,2,3}
+        "0002 0000000000000009 0002 00000001 00000002 000000000000000c 0002 00000002 00000003"
+        "0001 00000004 0000000000000006"  # removed: 4 up to #6
+    )
+    assert v1_record(state) == v1
+    assert VotingState.decode(v1) == VotingState.decode(v1, (1, 2, 3)) == state
+    assert VotingState.decode(state.encode()) == state and state.encode()[0] == 2
 
 
 def test_the_record_rejects_what_would_break_the_rules() -> None:
     good = VotingState(session_number=5, last_primary=Session(2, (1, 2)), ambiguous=(Session(3, (1,)),))
     assert VotingState.decode(good.encode()) == good
+    view = (1, 2, 3)
+    report = good.encode(view)
+    assert report[1] == 0x02 and VotingState.decode(report, view) == good  # bitmaps over (1, 2, 3)
     bad = [
-        b"\x02" + good.encode()[1:],  # unknown version
-        good.encode()[:1] + b"\x02" + good.encode()[2:],  # unknown flag
+        b"\x03" + good.encode()[1:],  # unknown version
+        good.encode()[:1] + b"\x04" + good.encode()[2:],  # unknown flag
+        report,  # sets over a view, and no view given
+        good.encode()[:2] + b"\x80\x00" + good.encode()[3:],  # a number not in its shortest form
+        b"\x02\x00\x05\x00\x02\x01\x80\x80\x80\x80\x10\x00\x00",  # node id 2**32
+        b"\x02\x00\x05\x00\x02\x02\x00\xff\xff\xff\xff\x0f\x00\x00",  # ... as a gap
         VotingState(session_number=1, last_primary=Session(2, (1, 2))).encode(),  # number below the primary
         VotingState(session_number=5, last_primary=Session(2, (1, 2)), ambiguous=(Session(2, (1,)),)).encode(),
         VotingState(
             session_number=5, last_primary=Session(2, (1,)), ambiguous=(Session(4, (1,)), Session(3, (1,)))
         ).encode(),  # not ascending
-        VotingState(session_number=5, last_primary=Session(2, (2, 1))).encode(),  # members not ascending
-        VotingState(session_number=5, last_primary=Session(2, (1, 1))).encode(),  # a member twice
+        v1_record(VotingState(session_number=5, last_primary=Session(2, (2, 1)))),  # members not ascending
+        v1_record(VotingState(session_number=5, last_primary=Session(2, (1, 1)))),  # a member twice
     ]
     for data in bad:
         assert VotingState.decode(data) is None, data
+    bad_reports = [
+        report[:5] + bytes([report[5] | 0x1F]) + report[6:],  # bits beyond the 3 members of the view
+        report[:6] + b"\x01\x01" + report[7:],  # 2 listed outside the view, though it is in it
+    ]
+    for data in bad_reports:
+        assert VotingState.decode(data, view) is None, data
+    for members in ((2, 1), (1, 1)):  # version 2 cannot even say it
+        with pytest.raises(ValueError, match="must ascend"):
+            VotingState(session_number=5, last_primary=Session(2, members)).encode()
 
 
 # ---------------------------------------------------------------------- (i) messages and retries

@@ -12,8 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 
+from pyclm.config import MembershipConfig
 from pyclm.sim import ScenarioEvent, SimulationResult, Simulator, parse_scenario
 from pyclm.storage import MembershipRecord
 from pyclm.voting import VotingState
@@ -347,3 +349,49 @@ def test_a_member_that_reported_for_a_newer_view_does_not_form_the_old_session()
     drive.run_for(4.0)  # the checker judges {3,4,5} against every primary formed
     assert (1, 2, 3) not in sim.checker.primaries.values()
     assert all(sim.nodes[n].primary is not None for n in (3, 4, 5))  # S never formed: {3,4,5} may
+
+
+# ---------------------------------------------------------------------- one Ethernet frame
+
+
+class _FrameSimulator(Simulator):
+    """Every core's ``max_datagram`` is one IPv6 Ethernet payload less an authentication envelope."""
+
+    MAX_DATAGRAM = 1452 - 64
+
+    def _config(self, node_id: int) -> MembershipConfig:
+        return attrs.evolve(super()._config(node_id), max_datagram=self.MAX_DATAGRAM)
+
+
+def test_a_64_node_cluster_forms_and_re_forms_within_one_ethernet_frame() -> None:
+    """Each INSTALL carries every member's report: it fits 1388 bytes because the reports
+    name their sessions' members as bitmaps over the view and the INSTALL sends each
+    distinct report once (wire version 3; version 2 fit 14 nodes)."""
+    nodes = list(range(1, 65))
+    big, small = nodes[:40], nodes[40:]
+    table = {
+        "nodes": 64,
+        "seed": 7,
+        "duration": 8.0,
+        "quorum": {"policy": "ykd"},
+        "event": [
+            {"at": 2.0, "crash": [1]},  # the coordinator
+            {"at": 3.5, "recover": [1]},
+            {"at": 5.0, "partition": [big, small]},
+            {"at": 6.5, "heal": True},
+        ],
+    }
+    result = _FrameSimulator(parse_scenario(table)).run()
+    assert result.violation is None, str(result.violation)
+    assert "tx_dropped_oversize" not in result.counters
+    formed = primaries(result)
+
+    def formed_by(members: list[int], start: float, end: float) -> set[int]:
+        return {p[1] for p in formed if start < p[0] < end and p[2] == tuple(members)}
+
+    assert formed_by(nodes, 0.0, 2.0) == set(nodes)
+    assert formed_by(nodes[1:], 2.0, 3.5) == set(nodes[1:])  # without its coordinator
+    assert formed_by(nodes, 3.5, 5.0) == set(nodes)  # with it again
+    assert formed_by(big, 5.0, 6.5) == set(big)
+    assert not [p for p in formed if 5.0 < p[0] < 6.5 and set(p[2]) <= set(small)]
+    assert settled(result) == {n: (tuple(nodes), True) for n in nodes}

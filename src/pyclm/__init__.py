@@ -6,6 +6,10 @@ the deterministic simulator (:mod:`pyclm.sim`); SA Forum style cluster membershi
 (:mod:`pyclm.clm`) that a Node reports through ``track()`` and its accessors.
 """
 
+import contextlib
+import os
+from typing import Any
+
 from .clm import Change, ChangesLost, ClusterNode, LeaveProposal, LeaveStep, MembershipChange, MembershipSnapshot
 from .config import MAX_CLUSTER_SIZE, ConnectivitySource, MembershipConfig, TimingConfig
 from .core import GROUP, Membership
@@ -16,6 +20,19 @@ from .runtime import MembershipTrack, Node
 from .voting import QuorumConfig
 
 __version__ = "0.1.0"
+
+
+def open_node(
+    config: str | os.PathLike[str] | None = None, /, **settings: Any
+) -> contextlib.AbstractAsyncContextManager[Node]:
+    """A :class:`Node` configured like ``pyclm node``: ``async with pyclm.open_node("node.toml") as node:``.
+
+    See :func:`pyclm.daemon.embed.open_node` (transport, keys and state dir by configuration).
+    """
+    from .daemon.embed import open_node as open_configured
+
+    return open_configured(config, **settings)
+
 
 __all__ = [
     "GROUP",
@@ -48,4 +65,5 @@ __all__ = [
     "ViewId",
     "ViewInstalled",
     "__version__",
+    "open_node",
 ]

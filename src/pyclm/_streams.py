@@ -29,7 +29,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -136,10 +136,18 @@ class EventSubscription(_BoundedStream[Event, EventsLost]):
         super().__init__(buffer, lambda count: EventsLost(count=count), node._subscribers.events)
 
 
+class Tracked(Protocol):
+    """What a tracker is taken from: a :class:`~pyclm.runtime.Node` or a :class:`~pyclm.remote.RemoteNode`."""
+
+    _subscribers: Subscribers
+
+    def membership_snapshot(self) -> MembershipSnapshot: ...
+
+
 class MembershipTrack(_BoundedStream[MembershipSnapshot | MembershipChange, ChangesLost]):
     """One tracker of a node's membership: an async iterator; see :meth:`Node.track`."""
 
-    def __init__(self, node: Node, buffer: int) -> None:
+    def __init__(self, node: Tracked, buffer: int) -> None:
         # Taken in the same step as the subscription: no change falls between the two.
         first = node.membership_snapshot()
         super().__init__(buffer, lambda count: ChangesLost(count=count), node._subscribers.trackers, first)

@@ -14,6 +14,7 @@ import time
 import tomllib
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 import attrs
 
@@ -23,8 +24,15 @@ from .sim.report import OrderedRecords, describe, summary_lines, write_records
 from .voting import POLICIES
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr (the command and the problem) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyclm", description="Cluster membership for Python.")
+    parser = _Parser(prog="pyclm", description="Cluster membership for Python.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="a 5-node simulated cluster: partition, heal, crash, recover, leave")
@@ -56,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the policies' state exchange as a round of its own after the install (one more round to form)",
     )
+    from .daemon.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -66,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args.json)
         if args.command == "study":
             return _study(args)
-        return _simulate(args)
+        if args.command == "simulate":
+            return _simulate(args)
+        from .daemon.commands import run
+
+        return run(args)
     except ConfigError as exc:
         print(f"pyclm: {exc}", file=sys.stderr)
         return 2

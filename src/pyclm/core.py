@@ -148,13 +148,30 @@ def _holds(members: tuple[Member, ...], node_id: int, incarnation: int) -> bool:
     return found is not None and found.incarnation == incarnation
 
 
+@attrs.frozen(kw_only=True)
+class PeerState:
+    """One other node as this core sees it (:meth:`Membership.peer_states`)."""
+
+    node_id: int
+    incarnation: int
+    #: Where its datagrams come from (the transport's address), None if not heard yet.
+    address: Any
+    #: This node currently hears it.
+    trusted: bool
+    #: ``now`` of the last datagram accepted from it (None: none yet).
+    last_heard: float | None
+    #: The view its last heartbeat named.
+    view_id: ViewId | None
+
+
 class _Peer:
-    __slots__ = ("addr", "incarnation", "left", "member", "mismatch", "reachable", "trusted", "view_id")
+    __slots__ = ("addr", "heard_at", "incarnation", "left", "member", "mismatch", "reachable", "trusted", "view_id")
 
     def __init__(self, incarnation: int, addr: Any) -> None:
         self.incarnation = incarnation
         self.member = Member(0, 0)  # set with the incarnation (see _Peer.set_incarnation)
         self.addr = addr
+        self.heard_at: float | None = None  # now of the last datagram accepted from it
         self.trusted = False
         self.left = -1  # highest incarnation that left gracefully
         self.reachable: bool | None = None  # external input; None = no opinion
@@ -359,6 +376,20 @@ class Membership:
         peer = self._peers.get(node_id)
         return peer.addr if peer else None
 
+    def peer_states(self) -> list[PeerState]:
+        """What this node knows of every other node it has heard of, by ascending id."""
+        return [
+            PeerState(
+                node_id=node_id,
+                incarnation=peer.incarnation,
+                address=peer.addr,
+                trusted=peer.trusted,
+                last_heard=peer.heard_at,
+                view_id=peer.view_id,
+            )
+            for node_id, peer in sorted(self._peers.items())
+        ]
+
     # ------------------------------------------------------------------ inputs
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
@@ -392,6 +423,7 @@ class Membership:
             self._count("rx_dropped_departed")
             return
         peer.addr = addr
+        peer.heard_at = now
         self._detector.heard(sender, now)
         if not peer.trusted and self._may_trust(peer):
             peer.trusted = True
@@ -854,10 +886,10 @@ class Membership:
         self._count("proposed")
         if len(component) == 1:
             self._proposal = None
-            self._install(view, _install_entries(component, (self._report(),)), now)
+            self._install(view, _install_entries(component, (self._report(view),)), now)
             return
         self._proposal = view
-        self._acks = {self.node_id: self._report()}
+        self._acks = {self.node_id: self._report(view)}
         data = wire.encode_propose(self.node_id, self.incarnation, view.view_id, component)
         for member in component[1:]:
             self._datagrams.append((data, self._peers[member.node_id].addr))
@@ -899,7 +931,7 @@ class Membership:
         self._max_epoch_seen = max(self._max_epoch_seen, view_id.epoch)
         if view_id == self._accepted:
             if self._pending is not None and self._pending.view_id == view_id:
-                self._send_ack(peer.addr, view_id)  # our ack was lost
+                self._send_ack(peer.addr, self._pending)  # our ack was lost
             return
         if self._accepted is not None and view_id.epoch <= self._accepted.epoch:
             self._count("proposal_stale")
@@ -920,15 +952,15 @@ class Membership:
         self._accept(pending, now)
         self._pending = pending
         self._proposal = None
-        self._send_ack(peer.addr, view_id)
+        self._send_ack(peer.addr, pending)
         self._retry_at = now + self._timing.heartbeat_interval
 
-    def _ack_state(self) -> bytes:
-        return self._policy_bytes(self.policy.ack_state(), "ack state")
+    def _ack_state(self, view: View) -> bytes:
+        return self._policy_bytes(self.policy.ack_state(view), "ack state")
 
-    def _report(self) -> MemberReport:
-        """What this node reports with its ack (the coordinator: for itself, in the INSTALL)."""
-        return MemberReport(self._since, self._last, self._ack_state())
+    def _report(self, view: View) -> MemberReport:
+        """What this node reports with its ack of ``view`` (the coordinator: for itself, in the INSTALL)."""
+        return MemberReport(self._since, self._last, self._ack_state(view))
 
     def _policy_bytes(self, data: bytes, what: str) -> bytes:
         """``data`` from the quorum policy, if it fits a message; too long is a policy bug."""
@@ -939,8 +971,9 @@ class Membership:
             )
         return data
 
-    def _send_ack(self, addr: Any, view_id: ViewId) -> None:
-        data = wire.encode_ack(self.node_id, self.incarnation, view_id, self._since, self._last, self._ack_state())
+    def _send_ack(self, addr: Any, view: View) -> None:
+        state = self._ack_state(view)
+        data = wire.encode_ack(self.node_id, self.incarnation, view.view_id, self._since, self._last, state)
         self._datagrams.append((data, addr))
 
     def _on_ack(self, peer: _Peer, ack: wire.Ack, now: float) -> None:
@@ -1041,7 +1074,7 @@ class Membership:
         if self._pending is not None:
             peer = self._peers.get(self._pending.view_id.coordinator)
             if peer is not None and peer.trusted:
-                self._send_ack(peer.addr, self._pending.view_id)
+                self._send_ack(peer.addr, self._pending)
             self._retry_at = now + interval
 
     # ------------------------------------------------------------------ quorum policy

@@ -93,7 +93,7 @@ from ._taskgroups import exit_task_group
 from .clm import ClusterMembership, ClusterNode, MembershipChange, MembershipSnapshot
 from .clm.leave import DEFAULT_START_SUPERVISION, DEFAULT_VALIDATE_TIMEOUT, LeaveProposal
 from .config import MembershipConfig
-from .core import Membership
+from .core import Membership, PeerState
 from .errors import ConfigError, UsageError
 from .events import Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
 from .ids import View
@@ -346,6 +346,14 @@ class Node:
         if self._dropped_inbox_full:
             out["rx_dropped_inbox_full"] = self._dropped_inbox_full
         return out
+
+    def peers(self) -> list[PeerState]:
+        """Every other node this one has heard of, by ascending id (empty before it started).
+
+        ``last_heard`` is in :func:`anyio.current_time` seconds.  Call it from the node's
+        event loop.
+        """
+        return self._core.peer_states() if self._core is not None else []
 
     # ------------------------------------------------------------------ cluster membership (any thread)
 

@@ -1,20 +1,23 @@
-"""The wire format, version 2: encoding and a decoder that never raises.
+"""The wire format, version 3: encoding and a decoder that never raises.
 
 Every datagram starts with a 16-byte header::
 
     magic  2 bytes  b"\\xc1\\x4d"
-    version  u8     2
+    version  u8     3
     type     u8     one of MessageType
     sender   u32    node id
     incarnation u64 the sender's incarnation
 
 followed by a body whose layout depends on the type (``docs/wire.md`` has the tables).
-Fixed-size integers are big-endian; the one variable-length integer (an INSTALL entry's
-``joined``) is an unsigned LEB128 varint.  Every count is bounded by
-``MAX_CLUSTER_SIZE`` and every byte string by ``MAX_STATE``; a datagram must be
-consumed exactly.  :func:`decode` returns a message, or a :class:`Dropped` naming the
-reason: it never raises, whatever the bytes.  Decoded messages are immutable and cached
-by content, so a datagram multicast to many cores in one process is parsed once.
+Fixed-size integers are big-endian; the variable-length ones (an INSTALL entry's
+``joined`` and state index) are unsigned LEB128 varints.  An INSTALL sends each
+distinct quorum state once, in a table its entries refer to by index: members of a
+settled view report identical states, so the message grows by a few bytes per member,
+not by a state per member.  Every count is bounded by ``MAX_CLUSTER_SIZE`` and every
+byte string by ``MAX_STATE``; a datagram must be consumed exactly.  :func:`decode`
+returns a message, or a :class:`Dropped` naming the reason: it never raises, whatever
+the bytes.  Decoded messages are immutable and cached by content, so a datagram
+multicast to many cores in one process is parsed once.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .config import MAX_CLUSTER_SIZE
 from .ids import Member, ViewId, member
 
 MAGIC = b"\xc1\x4d"
-VERSION = 2
+VERSION = 3
 #: Node ids below this may stand for their own bit position in a mask (see Row.id_mask).
 SMALL_IDS = 1 << 16
 #: The longest opaque state or payload a quorum policy may put in one message.
@@ -203,6 +206,12 @@ class InstallEntry:
 
 @attrs.frozen
 class Install:
+    """The coordinator installs view ``view_id``: every member's entry.
+
+    On the wire each distinct ``state`` travels once (see :func:`encode_install`); the
+    decoded entries hold the states themselves.
+    """
+
     header: Header
     view_id: ViewId
     #: One per member of the view, ascending by node id (the core checks that).
@@ -317,9 +326,23 @@ def encode_nack(sender: int, incarnation: int, view_id: ViewId, max_epoch: int) 
 
 
 def encode_install(sender: int, incarnation: int, view_id: ViewId, entries: tuple[InstallEntry, ...]) -> bytes:
-    parts = [_head(MessageType.INSTALL, sender, incarnation), _EPOCH.pack(view_id.epoch), _U16.pack(len(entries))]
-    for entry in entries:
-        parts += (_NODE.pack(entry.node_id), encode_varint(entry.joined), _U16.pack(len(entry.state)), entry.state)
+    """The INSTALL of ``view_id`` with ``entries``: each distinct state once, in a table.
+
+    The table lists the distinct states in the order the entries first use them; each
+    entry names its state by index.  That order makes the encoding of a message unique.
+    """
+    table: dict[bytes, int] = {}
+    indexes = [table.setdefault(entry.state, len(table)) for entry in entries]
+    parts = [
+        _head(MessageType.INSTALL, sender, incarnation),
+        _EPOCH.pack(view_id.epoch),
+        _U16.pack(len(entries)),
+        _U16.pack(len(table)),
+    ]
+    for state in table:
+        parts += (_U16.pack(len(state)), state)
+    for entry, index in zip(entries, indexes, strict=True):
+        parts += (_NODE.pack(entry.node_id), encode_varint(entry.joined), encode_varint(index))
     return b"".join(parts)
 
 
@@ -389,9 +412,31 @@ def row_size(n_entries: int) -> int:
 # ---------------------------------------------------------------- decoding
 
 
-class _Malformed(Exception):
+class _Malformed(ValueError):
     def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``data[pos]`` and the position after it.
+
+    Only a value below 2**64 in its shortest form is read; anything else raises
+    ``ValueError`` (``"truncated"``: the data ends inside it; ``"bad_varint"``: overlong,
+    more than 10 bytes, or 2**64 or more).
+    """
+    value = 0
+    for i in range(_VARINT_MAX):
+        if pos + i >= len(data):
+            raise _Malformed("truncated")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if byte < 0x80:
+            # A last byte of 0 after others is padding: each value has one encoding.
+            if (byte == 0 and i > 0) or value >= 1 << 64:
+                raise _Malformed("bad_varint")
+            return value, pos + i + 1
+    raise _Malformed("bad_varint")  # more than 10 bytes
 
 
 class _Reader:
@@ -427,20 +472,8 @@ class _Reader:
 
     def varint(self) -> int:
         """An unsigned LEB128 varint: below 2**64 and in its shortest form, else malformed."""
-        data, pos = self.data, self.pos
-        value = 0
-        for i in range(_VARINT_MAX):
-            if pos + i >= len(data):
-                raise _Malformed("truncated")
-            byte = data[pos + i]
-            value |= (byte & 0x7F) << (7 * i)
-            if byte < 0x80:
-                # A last byte of 0 after others is padding: each value has one encoding.
-                if (byte == 0 and i > 0) or value >= 1 << 64:
-                    raise _Malformed("bad_varint")
-                self.pos = pos + i + 1
-                return value
-        raise _Malformed("bad_varint")  # more than 10 bytes
+        value, self.pos = read_varint(self.data, self.pos)
+        return value
 
     def members(self, n: int) -> tuple[Member, ...]:
         end = self.pos + n * _ENTRY.size
@@ -468,6 +501,29 @@ def _view_id(epoch: int, coordinator: int) -> ViewId:
     if epoch == 0:
         raise _Malformed("zero_epoch")
     return ViewId(epoch, coordinator)
+
+
+def _install(header: Header, r: _Reader) -> Install:
+    """An INSTALL body: the state table, then the entries (see :func:`encode_install`)."""
+    (epoch,) = r.take(_EPOCH)
+    n = r.count()
+    states = [r.blob(r.take(_U16)[0]) for _ in range(r.count())]
+    if len(set(states)) != len(states):
+        raise _Malformed("bad_state_table")  # a state listed twice
+    entries = []
+    used = 0  # the table is in order of first use: the next new index is exactly this
+    for _ in range(n):
+        (node_id,) = r.take(_NODE)
+        joined = r.varint()
+        index = r.varint()
+        if index > used or index >= len(states):
+            raise _Malformed("bad_state_table")  # beyond the table, or out of first-use order
+        if index == used:
+            used += 1
+        entries.append(InstallEntry(node_id, joined, states[index]))
+    if used != len(states):
+        raise _Malformed("bad_state_table")  # a state no entry uses
+    return Install(header, _view_id(epoch, header.sender), tuple(entries))
 
 
 def _body(header: Header, r: _Reader) -> Message:
@@ -508,14 +564,7 @@ def _body(header: Header, r: _Reader) -> Message:
         epoch, coord, max_epoch = r.take(_NACK)
         return Nack(header, _view_id(epoch, coord), max_epoch)
     if kind is MessageType.INSTALL:
-        (epoch,) = r.take(_EPOCH)
-        entries = []
-        for _ in range(r.count()):
-            (node_id,) = r.take(_NODE)
-            joined = r.varint()
-            (length,) = r.take(_U16)
-            entries.append(InstallEntry(node_id, joined, r.blob(length)))
-        return Install(header, _view_id(epoch, header.sender), tuple(entries))
+        return _install(header, r)
     if kind is MessageType.LEAVE:
         return Leave(header)
     if kind is MessageType.PULL:

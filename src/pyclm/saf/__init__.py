@@ -17,6 +17,8 @@ B.04.01), every choice made where the SAF sources disagree, and a porting guide.
 ``saNtf``: the NTF correlation-id types the B.04 track callback carries.
 
 :func:`bind` / :func:`unbind`: which node handles speak for (one per process).
+:func:`bind_daemon`: speak for the host's ``pyclm node`` (docs/daemon.md) from a program
+without an event loop.
 :func:`attach_asyncio` / :func:`serve_anyio`: run a handle's callbacks on an event loop
 instead of calling ``saClmDispatch``.
 """
@@ -26,5 +28,17 @@ from __future__ import annotations
 from pyclm.saf import saAis, saClm, saNtf
 from pyclm.saf._api import attach_asyncio, serve_anyio
 from pyclm.saf._binding import Binding, bind, unbind
+from pyclm.saf._daemon import DaemonBinding, bind_daemon
 
-__all__ = ["Binding", "attach_asyncio", "bind", "saAis", "saClm", "saNtf", "serve_anyio", "unbind"]
+__all__ = [
+    "Binding",
+    "DaemonBinding",
+    "attach_asyncio",
+    "bind",
+    "bind_daemon",
+    "saAis",
+    "saClm",
+    "saNtf",
+    "serve_anyio",
+    "unbind",
+]

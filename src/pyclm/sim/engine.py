@@ -37,6 +37,7 @@ from ..storage import MemoryStorage, StorageWrite
 from ..voting import POLICIES, QuorumConfig, QuorumPolicy
 from .checker import InvariantChecker, InvariantViolation
 from .network import NetworkModel
+from .report import event_record
 from .scenario import LOSE_STATES, Scenario, ScenarioEvent
 
 _WALL_CLOCK_ORIGIN_NS = 1_767_225_600 * 10**9  # 2026-01-01: the simulated wall clock at t=0
@@ -327,39 +328,24 @@ class Simulator:
             if self.checker:
                 self.checker.view_installed(self.now, node.node_id, view)
                 self.checker.primary_ended(node.node_id)
-            self._emit(
-                {
-                    "t": t,
-                    "node": node.node_id,
-                    "event": "view",
-                    "view": str(view.view_id),
-                    "epoch": view.view_id.epoch,
-                    "members": list(view.node_ids),
-                }
-            )
+            self._emit_event(t, node.node_id, event)
         elif type(event) is PrimaryFormed:
-            view = event.view
             node.primary = event.number
             if self.checker:
                 self.checker.primary_announced(self.now, node.node_id, event.number)
-            self._emit(
-                {
-                    "t": t,
-                    "node": node.node_id,
-                    "event": "primary",
-                    "view": str(view.view_id),
-                    "epoch": view.view_id.epoch,
-                    "members": list(view.node_ids),
-                    "number": event.number,
-                }
-            )
+            self._emit_event(t, node.node_id, event)
         elif type(event) is PrimaryLost:
             node.primary = None
             if self.checker:
                 self.checker.primary_ended(node.node_id)
-            self._emit({"t": t, "node": node.node_id, "event": "primary_lost", "view": str(event.view_id)})
+            self._emit_event(t, node.node_id, event)
         elif type(event) is not Stopped and type(event) is not ClmMessage:  # (nobody sends CLM messages here)
             raise AssertionError(f"unknown core event {event!r}")
+
+    def _emit_event(self, t: float, node_id: int, event: ViewInstalled | PrimaryFormed | PrimaryLost) -> None:
+        record = event_record(t, node_id, event)
+        assert record is not None
+        self._emit(record)
 
     def _emit(self, record: Record) -> None:
         self.records.append(record)

@@ -6,7 +6,30 @@ import json
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from ..events import Event, PrimaryFormed, PrimaryLost, ViewInstalled
+
 Record = dict[str, Any]
+
+
+def event_record(t: float, node_id: int, event: Event) -> Record | None:
+    """The ``view`` / ``primary`` / ``primary_lost`` record of a core event (None for the
+    other events): the same shape in ``pyclm simulate --json`` and ``pyclm node --events-json``."""
+    if type(event) is ViewInstalled or type(event) is PrimaryFormed:
+        view = event.view
+        record = {
+            "t": t,
+            "node": node_id,
+            "event": "view" if type(event) is ViewInstalled else "primary",
+            "view": str(view.view_id),
+            "epoch": view.view_id.epoch,
+            "members": list(view.node_ids),
+        }
+        if type(event) is PrimaryFormed:
+            record["number"] = event.number
+        return record
+    if type(event) is PrimaryLost:
+        return {"t": t, "node": node_id, "event": "primary_lost", "view": str(event.view_id)}
+    return None
 
 
 def _order(record: Record) -> tuple[int, int]:

@@ -221,7 +221,7 @@ class Run:
         proc.early_states = {}
         proc.states = None  # a view whose states are still coming in is never handed to the policy
         proc.proposing = view
-        proc.sent_state = proc.policy.ack_state()
+        proc.sent_state = proc.policy.ack_state(view)
         proc.acks = {coordinator: proc.sent_state}
         if len(component) == 1:
             self._install(coordinator, view, proc.acks)
@@ -239,7 +239,7 @@ class Run:
         proc.early_states = {}
         proc.states = None  # a view whose states are still coming in is never handed to the policy
         proc.proposing = None
-        proc.sent_state = proc.policy.ack_state()
+        proc.sent_state = proc.policy.ack_state(view)
         self._send(_ACK, dst, src, (view.view_id, proc.sent_state))
 
     def _on_ack(self, src: int, dst: int, view_id: ViewId, state: bytes) -> None:

@@ -2,5 +2,7 @@
 
 from .base import Transport
 from .memory import MemoryNetwork, MemoryTransport
+from .secure import SecureTransport
+from .udp import UdpTransport
 
-__all__ = ["MemoryNetwork", "MemoryTransport", "Transport"]
+__all__ = ["MemoryNetwork", "MemoryTransport", "SecureTransport", "Transport", "UdpTransport"]

@@ -5,8 +5,10 @@ component**.  The core drives it:
 
 1. Before acknowledging a proposal, a member asks :meth:`QuorumPolicy.ack_state` for
    the bytes to carry on its ack; the coordinator gathers every member's state and
-   sends them all on the install message.  So when :meth:`view_installed` runs, the
-   policy already has the state of every member, with no extra round.
+   sends them all on the install message (each distinct state once).  So when
+   :meth:`view_installed` runs, the policy already has the state of every member, with
+   no extra round.  A state may be written relative to the proposed view (it is given
+   to :meth:`ack_state`, and it is the view :meth:`view_installed` gets).
 2. The policy may then exchange further messages (:class:`SendQuorum`, delivered to
    :meth:`receive` of the other members while they are in the same view), persist its
    state (:class:`WriteState`, made durable before any later output acts), and finally
@@ -150,8 +152,15 @@ class QuorumPolicy(abc.ABC):
         #: reports them with its own counters, prefixed ``quorum_``.
         self.counters: dict[str, int] = {}
 
-    def ack_state(self) -> bytes:
-        """The state this member carries on its acknowledgement of a proposal."""
+    def ack_state(self, view: View | None = None) -> bytes:
+        """The state this member carries on its acknowledgement of the proposal of ``view``.
+
+        The same ``view`` is installed, if ever, with the states gathered for it, so the
+        state may be written relative to it (a member set as a bitmap over its members,
+        say).  ``None``: no view at hand (a test driving the policy by hand); the state
+        must then stand on its own.  Keep it short: the install message carries every
+        distinct state of the view's members, and it must fit one datagram.
+        """
         return b""
 
     @abc.abstractmethod

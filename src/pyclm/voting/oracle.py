@@ -194,14 +194,14 @@ class Oracle(YKD):
         if self.attempted:
             self.truth.attempted(self.node_id, view.view_id, Session(self.state.session_number, view.node_ids))
 
-    def ack_state(self) -> bytes:
+    def ack_state(self, view: View | None = None) -> bytes:
         if self.session is not None and self.view is not None:
             # Reporting for a newer view ends our part in this one (YKD.ack_state).
             self.truth.view_left(self.node_id, self.view.view_id)
-        return super().ack_state()
+        return super().ack_state(view)
 
-    def _report(self, data: bytes | None) -> VotingState:
-        report = super()._report(data)
+    def _report(self, data: bytes | None, view: View) -> VotingState:
+        report = super()._report(data, view)
         assert self.view is not None  # set by view_installed before the reports are read
         floor = self.truth.number_floor(self.view.view_id)
         if report.amnesiac or report.session_number >= floor:

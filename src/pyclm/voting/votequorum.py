@@ -131,7 +131,7 @@ class VoteQuorum(QuorumPolicy):
         self.primary = False
         self._lms_at: float | None = None
 
-    def ack_state(self) -> bytes:
+    def ack_state(self, view: View | None = None) -> bytes:
         return self.state.encode()
 
     def view_installed(self, view: View, states: Mapping[int, bytes], now: float) -> None:

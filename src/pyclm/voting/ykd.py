@@ -11,6 +11,9 @@ they formed (``ambiguous``).  In a new view the protocol runs two rounds:
 1. **State exchange.**  Each member reports its state.  Here it rides on the
    view-agreement messages (the ack carries it, the install gathers every member's), so
    it costs no round of its own: :meth:`YKD.view_installed` already has every report.
+   A report names its sessions' members as a bitmap over the proposed view, and the
+   install sends each distinct report once, so this fits one datagram even for a
+   64-node view (``docs/wire.md``).
 2. **Attempt.**  From the reports, every member computes the same decision
    (:meth:`YKD.decide`).  If the view may become primary, each member records the new
    session as ambiguous on stable storage and *then* sends its attempt to the others.
@@ -131,9 +134,9 @@ class YKD(QuorumPolicy):
 
     # ------------------------------------------------------------------ the algorithm
 
-    def ack_state(self) -> bytes:
-        """Our report, sent as this node accepts a newer view: from now on it never forms
-        the session of its current view.
+    def ack_state(self, view: View | None = None) -> bytes:
+        """Our report, sent as this node accepts ``view``: from now on it never forms the
+        session of its current view.
 
         That is what makes "all members present" sound: once every member of a session
         has reported for a newer view, nobody can still form it.  (Answering requests for
@@ -143,7 +146,7 @@ class YKD(QuorumPolicy):
             self.session = None
             self._retry_at = None
             self._count("session_abandoned")
-        return self.state.encode()
+        return self.state.encode(view.node_ids if view is not None else None)
 
     def view_installed(self, view: View, states: Mapping[int, bytes], now: float) -> None:
         self.view = view
@@ -165,7 +168,7 @@ class YKD(QuorumPolicy):
             session_number=max(self.state.session_number, session.number),  # never goes back
             ambiguous=(*self.state.ambiguous, session),
         )
-        if len(attempted.encode()) > MAX_STATE:
+        if len(attempted.encode()) > MAX_STATE:  # (a report is never longer than the record)
             # Never attempt what we could not report: not attempting is always safe.
             self._count("attempt_skipped_state_full")
             log.warning("node %d: too many ambiguous sessions to attempt another; resolve them first", self.node_id)
@@ -300,7 +303,7 @@ class YKD(QuorumPolicy):
 
     def _reports(self, view: View, states: Mapping[int, bytes]) -> dict[int, VotingState]:
         """Every member's report, with the removals any of them knows applied to all."""
-        raw = {n: self._report(states.get(n)) for n in view.node_ids}
+        raw = {n: self._report(states.get(n), view) for n in view.node_ids}
         removed = merge_removed(self.state.removed, *(r.removed for r in raw.values() if not r.amnesiac))
         if removed != self.state.removed:
             self._adopt_removed(removed)
@@ -330,8 +333,9 @@ class YKD(QuorumPolicy):
             self.state = without(self.state, removed)
         self.actions.append(WriteState(self.state.encode()))
 
-    def _report(self, data: bytes | None) -> VotingState:
-        report = VotingState.decode(data) if data is not None else None
+    def _report(self, data: bytes | None, view: View) -> VotingState:
+        """A member's report for ``view`` (its sets may be relative to it)."""
+        report = VotingState.decode(data, view.node_ids) if data is not None else None
         if report is None:
             self._count("state_unreadable")
             return _AMNESIAC
