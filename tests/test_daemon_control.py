@@ -170,3 +170,37 @@ async def test_a_stale_control_socket_is_replaced(tmp_path: Path) -> None:
         tg.start_soon(serve, settings)
         await _wait_for_socket(settings.control_socket)
         tg.cancel_scope.cancel()
+
+
+async def test_bad_node_ids_to_remove_are_refused_and_the_node_stays(tmp_path: Path) -> None:
+    async with running_node(tmp_path) as running:
+        path = running.control_socket
+        for nodes, error in (
+            ([-5], "not a node id: -5"),
+            ([2**32], "not a node id"),
+            ([9], "not in this cluster"),
+            ([True], "nodes: must be a non-empty list"),
+            ([1], "cannot declare itself removed"),
+        ):
+            with pytest.raises(ControlError, match=error):
+                await request(path, {"op": "remove_nodes", "nodes": nodes, "reason": "typo"})
+        status = (await request(path, {"op": "status"}))["status"]
+        assert status["running"] and status["primary"] and status["view"] == "1.1"
+        entries = (await request(path, {"op": "audit"}))["entries"]
+        assert [e["ok"] for e in entries if e["op"] == "remove_nodes"] == [False, False, False, False]
+
+
+async def test_a_key_file_that_cannot_be_written_changes_nothing(tmp_path: Path) -> None:
+    async with running_node(tmp_path) as running:
+        assert running.key_file is not None
+        blocker = running.key_file.with_name(running.key_file.name + ".tmp")
+        blocker.mkdir()  # the atomic write's temporary file cannot be created
+        new = Keyring.generate(2).secret(2)
+        assert new is not None
+        secret = base64.b64encode(new).decode()
+        with pytest.raises(ControlError, match=r"could not write the key file .* nothing changed"):
+            await request(running.control_socket, {"op": "key.install", "id": 2, "secret": secret})
+        assert (await request(running.control_socket, {"op": "key.list"}))["ids"] == [1]
+        assert Keyring.load(running.key_file).ids == (1,)
+        entries = (await request(running.control_socket, {"op": "audit"}))["entries"]
+        assert [(e["op"], e["ok"]) for e in entries] == [("key.install", False)]

@@ -6,9 +6,14 @@ network; the multi-node runs over UDP are in test_udp_cluster.py and test_netns_
 
 from __future__ import annotations
 
+import grp
 import json
+import os
+import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +29,8 @@ from pyclm.saf import saAis, saClm
 
 MEMORY = ["--transport", "memory", "--nodes", "1", "--heartbeat-interval", "0.05", "--suspect-timeout", "0.25"]
 E = saAis.eSaAisErrorT
+#: A Python another user may run (this venv's may sit in root's home); Debian's python3.
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -137,3 +144,52 @@ def test_no_daemon_no_binding(tmp_path: Path) -> None:
     with pytest.raises(ControlError, match="no control socket"):
         pyclm.saf.bind_daemon(state_dir=tmp_path)
     assert not [t for t in threading.enumerate() if t.name == "pyclm-saf-daemon"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the test connects as another user and group")
+def test_the_control_group_reaches_the_socket() -> None:
+    """With control_group the socket is 0660 in a state dir the group may traverse (0710)."""
+    group = grp.getgrnam("daemon")
+    base = Path(tempfile.mkdtemp(prefix="pyclm-group-", dir="/tmp"))  # /tmp: reachable by anybody
+    try:
+        base.chmod(0o711)
+        with NodeProcesses(base, [*MEMORY, "--control-group", "daemon"]) as nodes:
+            node = nodes.start(1)
+            _primary(nodes, node)
+            sock = nodes.state_dir(1) / "control.sock"
+            assert stat.S_IMODE(sock.stat().st_mode) == 0o660 and sock.stat().st_gid == group.gr_gid
+            assert stat.S_IMODE(nodes.state_dir(1).stat().st_mode) == 0o710
+            probe = "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('ok')"
+            as_group = subprocess.run(
+                [SYSTEM_PYTHON, "-c", probe, str(sock)],
+                user=65534,
+                group=group.gr_gid,
+                extra_groups=[],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert as_group.stdout.strip() == "ok", as_group.stderr
+            as_other = subprocess.run(
+                [SYSTEM_PYTHON, "-c", probe, str(sock)],
+                user=65534,
+                group=65534,
+                extra_groups=[],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert "Permission denied" in as_other.stderr
+            node.signal(signal.SIGTERM)
+            assert node.wait(20) == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_node_whose_key_file_is_bad_names_the_setting(tmp_path: Path) -> None:
+    key = tmp_path / "cluster.key"
+    key.write_text("active = 1\n")
+    key.chmod(0o600)
+    result = _cli("node", "--node-id", "1", "--nodes", "1", "--key-file", str(key), "--state-dir", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("pyclm: key_file: ") and result.stderr.count("\n") == 1, result.stderr

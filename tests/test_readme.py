@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
 from pathlib import Path
 
@@ -49,9 +51,19 @@ def test_the_real_cluster_commands_run(tmp_path: Path) -> None:
     group = f"239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}:{free_udp_port(rng=rng)}"
     assert block.count("--nodes 1-3") == 1 and block.count("/tmp/pyclm-try") >= 4
     script = block.replace("/tmp/pyclm-try", str(tmp_path)).replace("--nodes 1-3", f"--nodes 1-3 --multicast {group}")
-    script = f"set -e\ncd {README.parent}\n{script}\nkill $(jobs -p)\nwait\n"
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    # The nodes are the script's jobs: ended on its way out, also when a command fails.
+    script = f"set -e\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\ncd {README.parent}\n{script}\n"
+    proc = subprocess.Popen(
+        ["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the session this test started: bash and its nodes
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     lines = done.stdout.splitlines()
     assert lines[0].startswith("wrote ") and "cluster.key" in lines[0]
     lines = lines[1:]  # the status

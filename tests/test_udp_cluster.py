@@ -71,8 +71,10 @@ def test_unicast_peers_any_node_first(tmp_path: Path) -> None:
 def test_keys_rotate_without_a_view_change(tmp_path: Path) -> None:
     """Install key 2 everywhere, use it node by node, remove key 1: the view never changes."""
     with NodeProcesses(tmp_path, _common(tmp_path, seed=21, nodes="1-3", suspect=1.0)) as nodes:
-        for node_id in (1, 2, 3):
-            _start(nodes, node_id)
+        for node_id in (1, 2, 3):  # each with its own copy of the key file, as on separate hosts
+            own = tmp_path / f"node{node_id}.key"
+            Keyring.load(tmp_path / "cluster.key").save(own)
+            nodes.start(node_id, "--interface", f"127.0.0.{node_id}", "--key-file", str(own))
         nodes.wait_for("one primary view of three", lambda: nodes.agree([1, 2, 3], [1, 2, 3]), 60)
         view = nodes.nodes[1].state()[0]
         new_key = tmp_path / "new.key"
@@ -97,4 +99,4 @@ def test_keys_rotate_without_a_view_change(tmp_path: Path) -> None:
             assert "keys [2], sending with key 2" in key(node_id, "remove", "1")
         time.sleep(1.5)  # longer than the suspect timeout: a node nobody could read would be suspected
         assert all(nodes.nodes[n].state()[0] == view for n in (1, 2, 3)), nodes.describe()
-        assert Keyring.load(tmp_path / "cluster.key").ids == (2,)  # the key file follows
+        assert all(Keyring.load(tmp_path / f"node{n}.key").ids == (2,) for n in (1, 2, 3))  # the files follow

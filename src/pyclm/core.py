@@ -82,7 +82,7 @@ from .connectivity import Component, ConnectivityMatrix
 from .detector import FailureDetector, TimeoutDetector
 from .errors import UsageError
 from .events import ClmMessage, Event, PrimaryFormed, PrimaryLost, Stopped, ViewInstalled
-from .ids import MAX_INCARNATION, Member, View, ViewId, find
+from .ids import MAX_INCARNATION, MAX_NODE_ID, Member, View, ViewId, find
 from .ids import member as interned_member
 from .lease import Lease
 from .storage import MembershipRecord, StorageWrite
@@ -220,6 +220,7 @@ class Membership:
         # Until this life accepts a view, the nodes the last one may have vouched for.
         self._carried_recent = record.recent or () if record is not None else ()
         self._max_epoch_seen = record.max_epoch if record else 0
+        self._quorum_config = quorum
         self.policy: QuorumPolicy = make_policy(
             quorum,
             self.node_id,
@@ -528,9 +529,16 @@ class Membership:
         """
         if self._stopped:
             raise UsageError("this core left; run the removal on a running survivor")
-        ids = sorted({int(n) for n in node_ids})
+        bad = [n for n in node_ids if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_NODE_ID]
+        if bad:
+            raise UsageError(f"not a node id: {bad[0]!r} (node ids are integers in 0..{MAX_NODE_ID})")
+        ids = sorted(set(node_ids))
         if not ids:
             raise UsageError("name at least one node to remove")
+        known = set(self._quorum_config.votes or {}) | set(self._peers)
+        unknown = [n for n in ids if n not in known and n != self.node_id]
+        if unknown:
+            raise UsageError(f"node(s) {unknown} are not in this cluster: not in quorum.votes and never heard of")
         recorded = self.policy.remove_nodes(ids)
         entry = json.dumps(
             {

@@ -188,7 +188,12 @@ class RemoteNode:
 
     async def _open(self) -> None:
         conn = self._conn = await ControlConnection.open(self.path)
-        first = await conn.request({"op": "attach", "participate": True})
+        try:
+            first = await conn.request({"op": "attach", "participate": True})
+        except BaseException:
+            await conn.aclose()
+            self._conn = None
+            raise
         self._node_id = int(first["node_id"])
         self._subscribers = Subscribers(self._node_id)
         self._membership = snapshot_from_json(first["membership"])

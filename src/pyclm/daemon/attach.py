@@ -31,7 +31,7 @@ from ..clm import LeaveProposal, LeaveStep, MembershipChange
 from ..clm.codec import change_to_json, node_to_json, snapshot_to_json
 from ..errors import UsageError
 from ..runtime import Node
-from .control import Connection, RequestError
+from .control import ClientGone, Connection, RequestError
 from .lines import LineTooLong
 
 log = logging.getLogger("pyclm.daemon")
@@ -145,8 +145,9 @@ async def attach(node: Node, request: Mapping[str, Any], conn: Connection) -> No
             tg.start_soon(read_answers)
             tg.start_soon(end_with_node)
             async with client.receive:
-                async for record in client.receive:
-                    await conn.send(record)
+                with contextlib.suppress(ClientGone):  # the client closed its end: detach
+                    async for record in client.receive:
+                        await conn.send(record)
             if client.overflowed:
                 log.warning("an attached client fell %d records behind: disconnected", ATTACH_BUFFER)
             tg.cancel_scope.cancel()

@@ -27,12 +27,19 @@ class AuditLog:
             entry["peer"] = {"pid": peer.pid, "uid": peer.uid, "gid": peer.gid}
         entry.update(details)
         line = json.dumps(entry, separators=(",", ":")) + "\n"
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line.encode())
             os.fsync(fd)
         finally:
             os.close(fd)
+        if created:  # the new file's name must survive a power failure too
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
 
     def read(self) -> list[dict[str, Any]]:
         """Every entry, oldest first (a torn last line from a crash is skipped)."""

@@ -27,7 +27,8 @@ def add_parsers(sub: Any) -> None:
     """Add the daemon's subcommands to the ``pyclm`` parser's subparsers."""
     node = sub.add_parser("node", help="run a cluster member in the foreground (docs/daemon.md)")
     for setting in SETTINGS:
-        kwargs: dict[str, Any] = {"dest": setting.name, "default": None, "help": setting.help}
+        text = setting.help if setting.default is None else f"{setting.help} (default: {_shown(setting.default)})"
+        kwargs: dict[str, Any] = {"dest": setting.name, "default": None, "help": text}
         if setting.kind == "bool":
             node.add_argument(setting.flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
@@ -69,6 +70,10 @@ def add_parsers(sub: Any) -> None:
     remove.add_argument("nodes", help="comma-separated node ids")
     remove.add_argument("--reason", required=True, help="why (written to the audit log)")
     target(remove)
+
+
+def _shown(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,9 @@ one connection.  A line longer than :data:`MAX_REQUEST` bytes, or one that is no
 JSON object, gets an error answer and closes the connection.
 
 The socket file is created with mode 0600 (0660 and the configured group with
-``control_group``): whoever may open it may operate the node.  A stale socket file
+``control_group``): whoever may open it may operate the node.  With a group, the state
+directory holding the socket gets group search permission (0710) so that the group can
+reach it; a socket elsewhere needs a directory the group can reach.  A stale socket file
 (nobody listening) is replaced; a live one means another node uses the path, and the
 server refuses to start.  Each connection's peer credentials (pid, uid, gid through
 ``SO_PEERCRED``) are handed to the handlers, which put them in the audit log.
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -50,6 +53,10 @@ class Peer:
     gid: int
 
 
+class ClientGone(Exception):
+    """The client closed its end of the connection (or it broke)."""
+
+
 class RequestError(Exception):
     """A request the server refuses; its text goes back as ``{"ok": false, "error": ...}``."""
 
@@ -62,8 +69,11 @@ class Connection:
         self.peer = peer
 
     async def send(self, message: Mapping[str, Any]) -> None:
-        """Send one JSON line; OSError once the client is gone."""
-        await self.lines.send(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        """Send one JSON line; :class:`ClientGone` once the client is gone."""
+        try:
+            await self.lines.send(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        except OSError:
+            raise ClientGone from None
 
 
 #: A handler answers one request on its connection (several lines for a streaming op).
@@ -96,9 +106,13 @@ def _remove_stale(path: Path) -> None:
 class ControlServer:
     """Serves ``handlers`` (op name -> handler) on a Unix socket at ``path``."""
 
-    def __init__(self, path: Path, handlers: Mapping[str, Handler], *, group: str | None = None) -> None:
+    def __init__(
+        self, path: Path, handlers: Mapping[str, Handler], *, group: str | None = None, share_parent: bool = False
+    ) -> None:
         self.path = path
         self.group = group
+        #: With a group: give it search (x) permission on the socket's directory (the state dir).
+        self.share_parent = share_parent
         self.handlers = dict(handlers)
         self._listener: anyio.abc.SocketListener | None = None
 
@@ -122,6 +136,10 @@ class ControlServer:
         if gid is not None:
             os.chown(self.path, -1, gid)
             os.chmod(self.path, 0o660)
+            if self.share_parent:  # the group must be able to reach the socket: traverse, not list
+                parent = self.path.parent
+                os.chown(parent, -1, gid)
+                os.chmod(parent, stat.S_IMODE(parent.stat().st_mode) | 0o010)
         else:
             os.chmod(self.path, 0o600)
 
@@ -158,8 +176,8 @@ class ControlServer:
                         return
                     if line.strip() and not await self._dispatch(line, conn):
                         return
-            except OSError:
-                return  # the client went away
+            except (ClientGone, OSError):
+                return  # the client went away (OSError: while reading its request)
 
     async def _dispatch(self, line: bytes, conn: Connection) -> bool:
         """Answer one request; False closes the connection."""
@@ -179,8 +197,9 @@ class ControlServer:
             return True
         try:
             await handler(request, conn)
-        except RequestError as exc:
+        except (RequestError, ConfigError) as exc:
             await conn.send({"ok": False, "error": str(exc)})
-        except ConfigError as exc:
-            await conn.send({"ok": False, "error": str(exc)})
+        except OSError as exc:  # the node's own I/O failed (a disk full, a file it cannot replace)
+            log.error("control op %r failed: %s", op, exc)
+            await conn.send({"ok": False, "error": f"the node failed to do it: {exc}"})
         return True

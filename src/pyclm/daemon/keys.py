@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,13 @@ class KeyOps:
         except ValueError as exc:  # ConfigError is one: names the problem
             self._audit.write(op, conn.peer, id=key_id, ok=False, error=str(exc))
             raise RequestError(str(exc)) from None
-        new.save(self.key_file)
+        try:
+            new.save(self.key_file)
+        except OSError as exc:
+            error = f"could not write the key file {self.key_file}: {exc.strerror or exc}; nothing changed"
+            with contextlib.suppress(OSError):
+                self._audit.write(op, conn.peer, id=key_id, ok=False, error=error)
+            raise RequestError(error) from None
         self._apply(new)
         self._audit.write(op, conn.peer, id=key_id, ok=True, active=new.active, ids=list(new.ids))
         await conn.send({"ok": True, "active": new.active, "ids": list(new.ids)})

@@ -151,7 +151,11 @@ class NodeService:
 
     async def _remove_nodes(self, request: Mapping[str, Any], conn: Connection) -> None:
         nodes, reason = request.get("nodes"), request.get("reason")
-        if not isinstance(nodes, list) or not nodes or not all(isinstance(n, int) for n in nodes):
+        if (
+            not isinstance(nodes, list)
+            or not nodes
+            or not all(isinstance(n, int) and not isinstance(n, bool) for n in nodes)
+        ):
             raise RequestError("nodes: must be a non-empty list of node ids")
         if not isinstance(reason, str) or not reason.strip():
             raise RequestError("reason: say why the nodes are gone for good (it goes to the audit log)")
@@ -162,6 +166,11 @@ class NodeService:
             raise RequestError(str(exc)) from None
         self.audit.write("remove_nodes", conn.peer, nodes=nodes, reason=reason, ok=True)
         await conn.send({"ok": True})
+
+    @property
+    def leaving(self) -> bool:
+        """True once a leave was asked for (a signal or the control socket)."""
+        return self._leaving is not None
 
     async def _attach(self, request: Mapping[str, Any], conn: Connection) -> None:
         self._attached += 1
@@ -262,7 +271,10 @@ async def serve(settings: NodeSettings, *, stdout: TextIO | None = None) -> int:
     with locked_state_dir(settings.state_dir):
         async with open_stack(settings) as stack:
             node = make_node(settings, stack)
-            control = ControlServer(settings.control_socket, {}, group=settings.control_group)
+            in_state_dir = settings.control_socket.parent == settings.state_dir
+            control = ControlServer(
+                settings.control_socket, {}, group=settings.control_group, share_parent=in_state_dir
+            )
             await control.open()
             async with node, anyio.create_task_group() as tg:
                 service = NodeService(settings, stack, node, tg, stdout=out)
@@ -282,5 +294,9 @@ async def serve(settings: NodeSettings, *, stdout: TextIO | None = None) -> int:
                     await node.wait_for(lambda: False)
                 await service.drain_attached(ATTACH_DRAIN)
                 tg.cancel_scope.cancel()
+    if not service.leaving:
+        # Nobody asked it to leave: its transport failed (the network went away).
+        log.error("node %d stopped without leaving the cluster: its transport closed", settings.node_id)
+        return 1
     log.info("node %d left the cluster", settings.node_id)
     return 0

@@ -92,7 +92,10 @@ def _is_loopback(host: str) -> bool:
 def _load_keyring(settings: NodeSettings) -> Keyring | None:
     if settings.key_file is None:
         return None
-    return Keyring.load(settings.key_file)
+    try:
+        return Keyring.load(settings.key_file)
+    except ConfigError as exc:
+        raise ConfigError("key_file", str(exc)) from None
 
 
 def _check_insecure(settings: NodeSettings, keyring: Keyring | None, hosts: list[str]) -> None:
