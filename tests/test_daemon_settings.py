@@ -37,6 +37,10 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.membership.timing.suspect_timeout == 0.5
     assert s.control_socket == tmp_path / "state" / "control.sock"
     assert s.cluster_name == "pyclm" and not s.insecure and not s.events_json
+    assert (
+        s.membership.timing.lease is None
+        and _resolve(tmp_path, node_id=1, nodes="1", lease=0).membership.timing.lease == 0
+    )
 
 
 def test_file_then_flags_win(tmp_path: Path) -> None:
@@ -103,6 +107,8 @@ def test_unicast(tmp_path: Path) -> None:
         ({"node_id": 1, "nodes": "1", "peers": "a:1,a:1", "listen": "a:1"}, "peers", "twice"),
         ({"node_id": 1, "nodes": "1", "suspect_timeout": 0.05}, "suspect_timeout", "heartbeat_interval"),
         ({"node_id": 1, "nodes": "1", "heartbeat_interval": -1.0}, "heartbeat_interval", "positive"),
+        ({"node_id": 1, "nodes": "1", "lease": -1.0}, "lease", ">= 0"),
+        ({"node_id": 1, "nodes": "1", "lease": 0.6}, "lease", "shorter than suspect_timeout"),
         ({"node_id": 1, "nodes": "1", "quorum": "plurality"}, "quorum.policy", "unknown policy"),
         ({"node_id": 1, "nodes": "1", "encrypt": True}, "encrypt", "needs a key"),
         ({"node_id": 1, "nodes": "1", "key_file": "k", "insecure": True}, "insecure", "contradicts"),

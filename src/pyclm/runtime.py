@@ -71,7 +71,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -284,6 +284,7 @@ class Node:
         # Created on entry (they need a running event loop).
         self._scope: anyio.CancelScope | None = None  # the owner task's: abort() cancels it
         self._receive_scope: anyio.CancelScope | None = None
+        self._reachability_scope: anyio.CancelScope | None = None  # the transport's reachability events
         self._wake: anyio.Event | None = None
         self._changed: anyio.Event | None = None
         self._stopped: anyio.Event | None = None
@@ -581,6 +582,7 @@ class Node:
         self._schedule = _loop_scheduler()
         self._scope = anyio.CancelScope()
         self._receive_scope = anyio.CancelScope()
+        self._reachability_scope = anyio.CancelScope()
         self._wake = anyio.Event()
         self._changed = anyio.Event()
         self._stopped = anyio.Event()
@@ -619,9 +621,14 @@ class Node:
                 await self._pump()  # the new incarnation is durable before entering returns
                 task_status.started()
                 self._task_group.start_soon(self._receive_loop)
+                reachability = getattr(self.transport, "reachability", None)
+                if callable(reachability):  # e.g. TIPC's topology service (docs/tipc.md)
+                    self._task_group.start_soon(self._reachability_loop, reachability)
                 await self._serve()
         finally:
             self._receive_scope.cancel()
+            if self._reachability_scope is not None:
+                self._reachability_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await self.transport.aclose()
             self._finish()
@@ -767,6 +774,21 @@ class Node:
                 log.debug("node %d: its transport was closed under it; stopping", self.node_id)
                 self.abort()
 
+    async def _reachability_loop(self, source: Callable[[], AsyncIterator[tuple[int, bool]]]) -> None:
+        """Feed the transport's view of who is reachable into the core (``set_reachable``).
+
+        In heartbeat mode "unreachable" suspects the node at once and "reachable" hands the
+        decision back to the failure detector: the transport's own link supervision only
+        speeds detection up.  Ends with the receive loop (the node stops).
+        """
+        assert self._reachability_scope is not None
+        with self._reachability_scope:
+            try:
+                async for node_id, reachable in source():
+                    self._post_from_loop(_reachable_call(node_id, reachable))
+            except (anyio.ClosedResourceError, anyio.EndOfStream, anyio.BrokenResourceError):
+                log.debug("node %d: the transport's reachability events ended", self.node_id)
+
     async def _call(self, fn: Callable[[Membership, float], None]) -> None:
         """Run ``fn(core, now)`` on the owner task, followed by a pump; re-raise its UsageError."""
         if self._phase is not _Phase.RUNNING:
@@ -824,6 +846,13 @@ class Node:
     def _require_started(self) -> None:
         if self._phase is _Phase.NEW:
             raise UsageError("start the node first: `async with Node(...) as node:`")
+
+
+def _reachable_call(node_id: int, reachable: bool) -> Callable[[Membership, float], None]:
+    def call(core: Membership, now: float) -> None:
+        core.set_reachable(node_id, reachable, now)
+
+    return call
 
 
 def address_text(address: object) -> str | None:

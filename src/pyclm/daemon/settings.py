@@ -66,6 +66,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cluster_name", "str", DEFAULT_CLUSTER_NAME, "clusters sharing a group ignore each other by name"),
     Setting("heartbeat_interval", "float", 0.1, "seconds between heartbeats"),
     Setting("suspect_timeout", "float", 0.5, "seconds of silence before a node is suspected"),
+    Setting("lease", "float", None, "seconds a primary acts unconfirmed; 0: no lease (default: 0.8 x suspect_timeout)"),
     Setting("quorum", "str", "ykd", f"the quorum policy ({', '.join(sorted(POLICIES))})"),
     Setting("control_socket", "path", None, "the control socket (default: STATE_DIR/control.sock)"),
     Setting("control_group", "str", None, "a group allowed on the control socket (mode 0660; default 0600)"),
@@ -185,7 +186,9 @@ def resolve(flags: Mapping[str, Any], *, environ: Mapping[str, str] | None = Non
     max_datagram = value.integer_or_none("max_datagram", low=512, high=65507)
     try:
         timing = TimingConfig(
-            heartbeat_interval=value.number("heartbeat_interval"), suspect_timeout=value.number("suspect_timeout")
+            heartbeat_interval=value.number("heartbeat_interval"),
+            suspect_timeout=value.number("suspect_timeout"),
+            lease=value.seconds_or_none("lease"),
         )
     except ConfigError as exc:
         raise ConfigError(exc.setting.removeprefix("timing."), exc.problem) from None
@@ -297,6 +300,15 @@ class _Reader:
         value = self._get(name)
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
             raise ConfigError(name, f"must be a positive number of seconds, got {value!r}")
+        return float(value)
+
+    def seconds_or_none(self, name: str) -> float | None:
+        """A number of seconds >= 0, or None when not given."""
+        value = self._get(name)
+        if value is None:
+            return None
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise ConfigError(name, f"must be a number of seconds >= 0, got {value!r}")
         return float(value)
 
     def flag(self, name: str) -> bool:

@@ -21,6 +21,11 @@ Contract
   away behaves as if closed.
 * Sending never blocks for long: a transport has a bounded buffer and drops what does
   not fit (and counts it), as a socket does.
+
+Optional: a transport that learns on its own which nodes it can reach (TIPC's topology
+service) has ``reachability()``, an async iterator of ``(node_id, reachable)``.
+:class:`pyclm.Node` feeds each into the core's ``set_reachable``: "unreachable" suspects
+the node at once, "reachable" hands the decision back to the failure detector.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ next good one.  It never raises for them.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio.lowlevel
@@ -74,6 +75,12 @@ class SecureTransport:
             dropped += 1
             if dropped % _DROPS_PER_CHECKPOINT == 0:
                 await anyio.lowlevel.checkpoint()
+
+    @property
+    def reachability(self) -> Callable[[], AsyncIterator[tuple[int, bool]]] | None:
+        """The inner transport's reachability events (``pyclm.Node`` feeds them to the core), if it has any."""
+        source = getattr(self.inner, "reachability", None)
+        return source if callable(source) else None
 
     @property
     def address(self) -> Any:
