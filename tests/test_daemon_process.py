@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -193,3 +194,20 @@ def test_a_node_whose_key_file_is_bad_names_the_setting(tmp_path: Path) -> None:
     result = _cli("node", "--node-id", "1", "--nodes", "1", "--key-file", str(key), "--state-dir", str(tmp_path / "s"))
     assert result.returncode == 2
     assert result.stderr.startswith("pyclm: key_file: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+def _kernel_has_tipc() -> bool:
+    try:
+        socket.socket(socket.AF_TIPC, socket.SOCK_RDM).close()
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(_kernel_has_tipc(), reason="this kernel has TIPC: the TIPC suite (tests/tipc) runs the node")
+def test_tipc_without_the_kernel_module_is_one_line(tmp_path: Path) -> None:
+    args = ("node", "--node-id", "1", "--nodes", "1", "--transport", "tipc", "--state-dir", str(tmp_path / "s"))
+    result = _cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("pyclm: transport: ") and "modprobe tipc" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1

@@ -94,7 +94,7 @@ def test_unicast(tmp_path: Path) -> None:
         ({"node_id": 1, "nodes": "3-1"}, "nodes", "range"),
         ({"node_id": 1, "nodes": "1,x"}, "nodes", "not a node id"),
         ({"node_id": 1, "nodes": "1", "transport": "carrier-pigeon"}, "transport", "one of"),
-        ({"node_id": 1, "nodes": "1", "transport": "tipc"}, "transport", "not available"),
+        ({"node_id": 1, "nodes": "1", "tipc_service_type": 5}, "tipc_service_type", "64.."),
         ({"node_id": 1, "nodes": "1", "multicast": "10.0.0.1:5405"}, "multicast", "not a multicast"),
         ({"node_id": 1, "nodes": "1", "multicast": "239.1.1.1"}, "multicast", "missing the port"),
         ({"node_id": 1, "nodes": "1", "multicast": "239.1.1.1:70000"}, "multicast", "port"),

@@ -56,6 +56,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("multicast", "str", DEFAULT_MULTICAST, "GROUP:PORT of the multicast group ([ff15::1]:5405 for IPv6)"),
     Setting("interface", "str", None, "address or interface name to send and join on (default: loopback)"),
     Setting("ttl", "int", 1, "multicast hop limit (0 keeps datagrams on the host)"),
+    Setting("tipc_service_type", "int", 0x50434C4D, "TIPC: the service type nodes bind (instance = node id)"),
     Setting("peers", "list", None, "HOST:PORT,... : unicast mode, one entry per node (own entry ignored)"),
     Setting("listen", "str", None, "HOST:PORT this node binds in unicast mode (required with peers)"),
     Setting("nodes", "list", None, "the node ids of the cluster, e.g. 1-5 or 1,2,7 (one vote each)"),
@@ -88,6 +89,7 @@ class NodeSettings:
     multicast: tuple[str, int]
     interface: str | None
     ttl: int
+    tipc_service_type: int
     peers: tuple[tuple[str, int], ...]
     listen: tuple[str, int] | None
     state_dir: Path
@@ -147,8 +149,6 @@ def resolve(flags: Mapping[str, Any], *, environ: Mapping[str, str] | None = Non
     if node_id is None:
         raise ConfigError("node_id", "missing: give --node-id N or node_id = N in the config file")
     transport = value.choice("transport", TRANSPORTS)
-    if transport == "tipc":
-        raise ConfigError("transport", "tipc is not available yet; use udp (or memory for a cluster of one)")
     multicast = parse_endpoint(value.text("multicast"), "multicast")
     try:
         is_group = ipaddress.ip_address(multicast[0]).is_multicast
@@ -158,6 +158,7 @@ def resolve(flags: Mapping[str, Any], *, environ: Mapping[str, str] | None = Non
         raise ConfigError("multicast", f"{multicast[0]} is not a multicast address")
     interface = value.text_or_none("interface")
     ttl = value.integer("ttl", low=0, high=255)
+    tipc_service_type = value.integer("tipc_service_type", low=64, high=2**32 - 1)
     peer_items = value.items("peers")
     peers = parse_peers(peer_items, "peers") if peer_items else ()
     listen_text = value.text_or_none("listen")
@@ -202,6 +203,7 @@ def resolve(flags: Mapping[str, Any], *, environ: Mapping[str, str] | None = Non
         multicast=multicast,
         interface=interface,
         ttl=ttl,
+        tipc_service_type=tipc_service_type,
         peers=peers,
         listen=listen,
         state_dir=state_dir,

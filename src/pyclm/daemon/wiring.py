@@ -27,7 +27,7 @@ from .settings import NodeSettings
 log = logging.getLogger("pyclm.daemon")
 
 #: The network transports' counters that count lost datagrams (docs/udp.md).
-NETWORK_DROPS = ("oversized", "buffer_full", "receive_error", "send_error")
+NETWORK_DROPS = ("oversized", "returned", "buffer_full", "receive_error", "send_error")
 
 
 class Stack:
@@ -50,18 +50,19 @@ class Stack:
         out: dict[str, dict[str, int]] = {}
         if isinstance(self.network, MemoryTransport):
             out["memory"] = {"buffer_full": self.network.overflows}
-        else:
-            assert isinstance(self.network, UdpTransport)
+        elif isinstance(self.network, UdpTransport):
             out["udp"] = self.network.counters()
+        else:  # TipcTransport (imported only when used)
+            out["tipc"] = self.network.counters()  # type: ignore[attr-defined]
         out["security"] = self.envelope.counters()
         return out
 
     def traffic(self) -> tuple[int | None, int | None]:
         """Datagrams the network transport received and sent (None: it does not count them)."""
-        if isinstance(self.network, UdpTransport):
-            counters = self.network.counters()
-            return counters["datagrams_in"], counters["datagrams_out"]
-        return None, None
+        if isinstance(self.network, MemoryTransport):
+            return None, None
+        counters = self.counters()["udp" if isinstance(self.network, UdpTransport) else "tipc"]
+        return counters["datagrams_in"], counters["datagrams_out"]
 
     def drops(self) -> dict[str, int]:
         """Datagrams dropped below the core, by ``layer.reason`` (own multicast echoes are not drops)."""
@@ -72,7 +73,7 @@ class Stack:
                     continue
                 if layer == "security" and key.startswith("rx_dropped_"):
                     out[f"security.{key.removeprefix('rx_dropped_')}"] = count
-                elif layer in ("udp", "memory") and key in NETWORK_DROPS:
+                elif layer in ("udp", "tipc", "memory") and key in NETWORK_DROPS:
                     out[f"{layer}.{key}"] = count
         return out
 
@@ -124,6 +125,20 @@ async def open_stack(settings: NodeSettings) -> AsyncIterator[Stack]:
         async with MemoryNetwork() as memory:
             stack = Stack(memory.endpoint(settings.node_id), envelope, "a memory network of one node")
             try:
+                yield stack
+            finally:
+                await stack.aclose()
+        return
+    if settings.transport == "tipc":
+        from ..transports.tipc import TipcTransport  # (its module explains a kernel without TIPC)
+
+        tipc = await TipcTransport.open(
+            settings.node_id, service_type=settings.tipc_service_type, max_datagram=settings.max_datagram
+        )
+        async with tipc:
+            stack = Stack(tipc, envelope, f"tipc service type {settings.tipc_service_type:#x}")
+            try:
+                _check_insecure(settings, keyring, ["tipc"])  # a TIPC bearer is a network: never loopback
                 yield stack
             finally:
                 await stack.aclose()
