@@ -459,6 +459,23 @@ async def test_three_nodes_over_multicast_on_lo_form_one_view_and_a_primary() ->
     assert all(t.closed for t in transports)
 
 
+@pytest.mark.anyio
+async def test_closing_the_transport_does_not_cancel_its_user() -> None:
+    """A node's leave closes its transport; the code after the leave, in the same task, still runs."""
+    timing = TimingConfig(heartbeat_interval=0.05, suspect_timeout=0.3)
+    quorum = QuorumConfig(policy="majority", votes={1: 1})
+    reached = []
+    async with multicast(["127.0.0.1"], ttl=0) as (transport,):
+        async with Node(MembershipConfig(node_id=1, timing=timing), quorum, transport, MemoryStorage()) as node:
+            await poll_until(lambda: node.is_primary, "node 1 primary", limit=5.0)
+            await node.leave()
+            assert transport.closed
+            await anyio.sleep(0.01)  # a checkpoint: a stray cancellation would strike here
+            reached.append("after the leave")
+        reached.append("after the node")
+    assert reached == ["after the leave", "after the node"]
+
+
 # ---------------------------------------------------------------------- IPv6 multicast, in a network namespace
 
 NETNS_SETUP = """set -e

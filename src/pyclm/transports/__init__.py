@@ -3,6 +3,7 @@
 from .base import Transport
 from .memory import MemoryNetwork, MemoryTransport
 from .secure import SecureTransport
+from .tipc import TipcTransport
 from .udp import UdpTransport
 
-__all__ = ["MemoryNetwork", "MemoryTransport", "SecureTransport", "Transport", "UdpTransport"]
+__all__ = ["MemoryNetwork", "MemoryTransport", "SecureTransport", "TipcTransport", "Transport", "UdpTransport"]

@@ -98,6 +98,7 @@ class UdpTransport:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._readers_left = 0
         self._readers_done: anyio.Event | None = None
+        self._reader_scopes: list[anyio.CancelScope] = []
         self._closed = False
 
     # ------------------------------------------------------------------ opening
@@ -219,7 +220,8 @@ class UdpTransport:
             # The readers close their sockets on their way out, after they unregistered
             # them from the event loop: closing first could let a new socket reuse the file
             # descriptor and lose its registration to the old reader's clean-up.
-            self._task_group.cancel_scope.cancel()
+            for scope in self._reader_scopes:
+                scope.cancel()
 
     def counters(self) -> dict[str, int]:
         """A copy of the counters: ``datagrams_in``/``bytes_in`` (everything read from the
@@ -283,10 +285,15 @@ class UdpTransport:
     async def _read(self, sock: socket.socket, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         self._readers_left += 1
         try:
-            task_status.started()
-            while not self._closed:
-                await anyio.wait_readable(sock)
-                self._drain(sock)
+            # Each reader has a cancel scope of its own, and closing cancels those, not the
+            # task group's: the task group was entered in the caller's task, so its scope
+            # also holds whatever the caller entered after it (a Node, the code after a leave).
+            with anyio.CancelScope() as scope:
+                self._reader_scopes.append(scope)
+                task_status.started()
+                while not self._closed:
+                    await anyio.wait_readable(sock)
+                    self._drain(sock)
         finally:
             sock.close()
             self._readers_left -= 1
