@@ -3,8 +3,9 @@
 A transport carries whole datagrams between node addresses (an opaque, hashable value
 that the transport hands out as a source and takes back as a destination) and
 understands :data:`pyclm.core.GROUP`, "every other node of the group" (multicast).
-Implementations: :mod:`pyclm.transports.memory` (in-process, seeded faults); UDP and
-TIPC later.
+Implementations: :mod:`pyclm.transports.memory` (in-process, seeded faults),
+:mod:`pyclm.transports.udp`, :mod:`pyclm.transports.tipc`, and
+:mod:`pyclm.transports.secure` (the security envelope around any of them).
 
 Contract
 --------

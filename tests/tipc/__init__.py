@@ -1,0 +1,1 @@
+"""Tests that need a TIPC kernel; see conftest.py for where they run."""
