@@ -52,6 +52,8 @@ closes: a namespace whose name is deleted lives on as long as a process is insid
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import fcntl
 import ipaddress
 import json
@@ -62,7 +64,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -475,3 +477,24 @@ class Lab:
             [self._tools["ip"], "netns", "exec", namespace, self._tools["nft"], "-f", "-"],
             stdin="\n".join(script) + "\n",
         )
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+@contextlib.contextmanager
+def in_namespace(name: str) -> Iterator[None]:
+    """Within the block, sockets this thread makes belong to network namespace ``name``
+    (``/run/netns/NAME``); a socket stays in the namespace it was made in."""
+    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{name}") as target:
+        _setns(target.fileno())
+        try:
+            yield
+        finally:
+            _setns(home.fileno())

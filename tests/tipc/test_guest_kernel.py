@@ -13,8 +13,6 @@ created in.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import secrets
 import shutil
@@ -26,31 +24,14 @@ from dataclasses import dataclass
 
 import pytest
 
+from netns import in_namespace
+
 # Python 3.11 has no os.setns (3.12 does).
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # Service types 0..63 are TIPC's own; this one spells "pycl".
 _SERVICE_TYPE = 0x7079636C
 _CLUSTER_ID = 4711
 _SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
-
-
-@contextlib.contextmanager
-def in_namespace(name: str) -> Iterator[None]:
-    """Within the block, sockets this thread makes belong to network namespace ``name``."""
-    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{name}") as target:
-        _setns(target.fileno())
-        try:
-            yield
-        finally:
-            _setns(home.fileno())
 
 
 def tipc_socket(namespace: str) -> socket.socket:

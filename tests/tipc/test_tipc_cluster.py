@@ -17,18 +17,16 @@ namespaces are deleted at the end whatever happens.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 
-from netns import Lab
+from netns import Lab, in_namespace
 from pyclm import MembershipConfig, Node, QuorumConfig, TimingConfig
 from pyclm.transports import Transport
 from pyclm.transports.tipc import TipcPortId, TipcTransport
@@ -48,30 +46,10 @@ CHANGE_LIMIT = 20.0
 CLUSTER_ID = 4711
 SERVICE_TYPE = 0x50434C4E  # not the default, so that nothing else on the host is in the group
 
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # one loop is enough here; the transport tests cover trio
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-@contextlib.contextmanager
-def in_namespace(name: str) -> Iterator[None]:
-    """Within the block, sockets this thread makes belong to network namespace ``name``."""
-    with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{name}") as target:
-        _setns(target.fileno())
-        try:
-            yield
-        finally:
-            _setns(home.fileno())
 
 
 async def tipc(lab: Lab, i: int, *args: str) -> None:
