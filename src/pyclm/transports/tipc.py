@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -44,10 +43,10 @@ import anyio.abc
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._taskgroups import exit_task_group
 from ..core import GROUP
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError
 from ..ids import MAX_NODE_ID
+from ._readers import SocketReaders
 from ._tipc_sockets import (
     SOL_TIPC,
     TIPC_ADDR_MCAST,
@@ -131,15 +130,10 @@ class TipcTransport:
         self._topology = topology
         self._group = (TIPC_ADDR_MCAST, service_type, 0, U32, TIPC_CLUSTER_SCOPE)
         self._counters = dict.fromkeys(_TRAFFIC + _DROPPED + _TOPOLOGY, 0)
-        self._in, self._out = anyio.create_memory_object_stream[tuple[bytes, TipcPortId]](buffer_size)
+        self._readers = SocketReaders("TipcTransport", (rdm, topology), buffer_size)
         self._publications = ServicePublications(node_id)
         self._watchers: list[MemoryObjectSendStream[tuple[int, bool]]] = []
         self._topology_ended = False
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._reader_scopes: list[anyio.CancelScope] = []
-        self._readers_left = 0
-        self._readers_done: anyio.Event | None = None
-        self._closed = False
 
     # ------------------------------------------------------------------ opening
 
@@ -210,40 +204,17 @@ class TipcTransport:
     # ------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> Self:
-        if self._closed:
-            raise UsageError("this TipcTransport is closed: open a new one")
-        if self._task_group is not None:
-            raise UsageError("this TipcTransport is already entered: enter it once")
-        self._readers_done = anyio.Event()
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        try:
-            await task_group.start(self._read, self._rdm, self._drain_datagrams)
-            await task_group.start(self._read, self._topology, self._drain_topology)
-        except BaseException as exc:
-            self._close()
-            try:
-                await exit_task_group(task_group, type(exc), exc, exc.__traceback__)
-            finally:
-                self._readers_done.set()  # the readers that started have finished
-            raise
+        await self._readers.enter([self._drain_datagrams, self._drain_topology], self._close)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        self._close()
-        assert self._task_group is not None
-        try:
-            return await exit_task_group(self._task_group, exc_type, exc, tb)
-        finally:
-            self._rdm.close()
-            self._topology.close()
+        return await self._readers.exit(exc_type, exc, tb, self._close)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._readers.closed
 
     async def aclose(self) -> None:
         """Stop sending and receiving (idempotent); pending and later receives raise ClosedResourceError.
@@ -252,27 +223,11 @@ class TipcTransport:
         other nodes' topology subscriptions report it.
         """
         self._close()
-        if self._readers_done is not None and self._task_group is not None:
-            await self._readers_done.wait()
-        else:
-            await anyio.lowlevel.checkpoint()
+        await self._readers.wait_closed()
 
     def _close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._in.close()
-        self._out.close()
-        self._end_reachability()
-        if self._task_group is None:
-            self._rdm.close()
-            self._topology.close()
-        else:
-            # The readers close their sockets on their way out, after they unregistered
-            # them from the event loop: closing first could let a new socket reuse the file
-            # descriptor and lose its registration to the old reader's clean-up.
-            for scope in self._reader_scopes:
-                scope.cancel()
+        if self._readers.close():
+            self._end_reachability()
 
     # ------------------------------------------------------------------ state
 
@@ -306,7 +261,7 @@ class TipcTransport:
         went away); close the stream to stop early.  Each call returns a new stream.
         """
         send, receive = anyio.create_memory_object_stream[tuple[int, bool]](math.inf)
-        if self._closed or self._topology_ended:
+        if self._readers.closed or self._topology_ended:
             send.close()
             return receive
         for node_id in self._publications.reachable:
@@ -318,7 +273,7 @@ class TipcTransport:
 
     async def send(self, data: bytes, dest: Any) -> None:
         """Send ``data`` to ``dest`` (an address from :meth:`receive`) or to GROUP; never raises for network faults."""
-        if self._closed:
+        if self._readers.closed:
             raise anyio.ClosedResourceError
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"a datagram is bytes, got {type(data).__name__}")
@@ -338,35 +293,9 @@ class TipcTransport:
 
     async def receive(self) -> tuple[bytes, TipcPortId]:
         """The next datagram and its source port id; :class:`anyio.ClosedResourceError` once closed."""
-        if self._task_group is None and not self._closed:
-            raise UsageError("enter `async with transport:` first: it starts the reader tasks")
-        try:
-            return await self._out.receive()
-        except anyio.EndOfStream:
-            raise anyio.ClosedResourceError from None
+        return await self._readers.receive()
 
     # ------------------------------------------------------------------ receiving
-
-    async def _read(
-        self, sock: socket.socket, drain: Callable[[], bool], *, task_status: anyio.abc.TaskStatus[None]
-    ) -> None:
-        self._readers_left += 1
-        try:
-            # Each reader has a cancel scope of its own, and closing cancels those, not the
-            # task group's: the task group was entered in the caller's task, so its scope
-            # also holds whatever the caller entered after it (other transports, a Node).
-            with anyio.CancelScope() as scope:
-                self._reader_scopes.append(scope)
-                task_status.started()
-                while not self._closed:
-                    await anyio.wait_readable(sock)
-                    if not drain():
-                        return
-        finally:
-            sock.close()
-            self._readers_left -= 1
-            if self._readers_left == 0 and self._readers_done is not None:
-                self._readers_done.set()
 
     def _drain_datagrams(self) -> bool:
         """Read what the RDM socket holds (a burst at most); False once the socket failed."""
@@ -398,11 +327,10 @@ class TipcTransport:
             if source.port == self._address.port and self._is_own(source):
                 counters["own"] += 1
                 continue
-            try:
-                self._in.send_nowait((data, source))
-            except anyio.WouldBlock:
+            refused = self._readers.offer((data, source))
+            if refused == "buffer_full":
                 counters["buffer_full"] += 1
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            elif refused == "closed":
                 return False
         return True
 
@@ -489,7 +417,7 @@ class TipcTransport:
 
     def _topology_failed(self, how: str) -> None:
         self._counters["topology_error"] += 1
-        if not self._closed:
+        if not self._readers.closed:
             log.warning(
                 "tipc node %d: the topology server connection %s: no more reachability input "
                 "(the failure detector still works)",
@@ -505,7 +433,7 @@ class TipcTransport:
             watcher.close()
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
+        state = " closed" if self._readers.closed else ""
         return f"<TipcTransport node {self.node_id} service {self.service_type:#x} at {self._address}{state}>"
 
 

@@ -32,6 +32,7 @@ reader tasks run in the transport's own task group, so enter it before use::
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import socket
 from collections.abc import Iterable
@@ -42,10 +43,9 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .._taskgroups import exit_task_group
 from ..core import GROUP
-from ..errors import UsageError
 from . import _udp_sockets as sockets
+from ._readers import SocketReaders
 from ._udp_addresses import Endpoint, check_limits, endpoint_text, open_unicast_socket, parse_endpoint, parse_peers
 
 __all__ = ["Endpoint", "UdpTransport", "parse_endpoint", "parse_peers"]
@@ -91,15 +91,10 @@ class UdpTransport:
         #: This node's address: its unicast socket's ``(host, port)``.
         self.address: Endpoint = sockets.own_address(unicast)
         self._unicast = unicast
-        self._sockets = (unicast,) if group_socket is None else (unicast, group_socket)
         self._group_targets = group_targets
         self._counters = dict.fromkeys(_TRAFFIC + _DROPPED, 0)
-        self._in, self._out = anyio.create_memory_object_stream[tuple[bytes, Endpoint]](buffer_size)
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._readers_left = 0
-        self._readers_done: anyio.Event | None = None
-        self._reader_scopes: list[anyio.CancelScope] = []
-        self._closed = False
+        own_sockets = (unicast,) if group_socket is None else (unicast, group_socket)
+        self._readers = SocketReaders("UdpTransport", own_sockets, buffer_size)
 
     # ------------------------------------------------------------------ opening
 
@@ -161,40 +156,18 @@ class UdpTransport:
     # ------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> Self:
-        if self._closed:
-            raise UsageError("this UdpTransport is closed: open a new one")
-        if self._task_group is not None:
-            raise UsageError("this UdpTransport is already entered: enter it once")
-        self._readers_done = anyio.Event()
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        try:
-            for sock in self._sockets:
-                await task_group.start(self._read, sock)  # running (inside its try) before we return
-        except BaseException as exc:
-            self._close()
-            try:
-                await exit_task_group(task_group, type(exc), exc, exc.__traceback__)
-            finally:
-                self._readers_done.set()  # the readers that started have finished
-            raise
+        drains = [functools.partial(self._drain, sock) for sock in self._readers.sockets]
+        await self._readers.enter(drains, self._close)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        self._close()
-        assert self._task_group is not None
-        try:
-            return await exit_task_group(self._task_group, exc_type, exc, tb)
-        finally:
-            for sock in self._sockets:
-                sock.close()
+        return await self._readers.exit(exc_type, exc, tb, self._close)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._readers.closed
 
     async def aclose(self) -> None:
         """Stop sending and receiving (idempotent); pending and later receives raise ClosedResourceError.
@@ -202,26 +175,10 @@ class UdpTransport:
         Returns once the sockets are closed (their ports are free again).
         """
         self._close()
-        if self._readers_done is not None and self._task_group is not None:
-            await self._readers_done.wait()
-        else:
-            await anyio.lowlevel.checkpoint()
+        await self._readers.wait_closed()
 
     def _close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._in.close()
-        self._out.close()
-        if self._task_group is None:
-            for sock in self._sockets:
-                sock.close()
-        else:
-            # The readers close their sockets on their way out, after they unregistered
-            # them from the event loop: closing first could let a new socket reuse the file
-            # descriptor and lose its registration to the old reader's clean-up.
-            for scope in self._reader_scopes:
-                scope.cancel()
+        self._readers.close()
 
     def counters(self) -> dict[str, int]:
         """A copy of the counters: ``datagrams_in``/``bytes_in`` (everything read from the
@@ -234,7 +191,7 @@ class UdpTransport:
 
     async def send(self, data: bytes, dest: Any) -> None:
         """Send ``data`` to ``dest`` (an address from :meth:`receive`) or to GROUP; never raises for network faults."""
-        if self._closed:
+        if self._readers.closed:
             raise anyio.ClosedResourceError
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"a datagram is bytes, got {type(data).__name__}")
@@ -256,12 +213,7 @@ class UdpTransport:
 
     async def receive(self) -> tuple[bytes, Endpoint]:
         """The next datagram and its source ``(host, port)``; :class:`anyio.ClosedResourceError` once closed."""
-        if self._task_group is None and not self._closed:
-            raise UsageError("enter `async with transport:` first: it starts the reader tasks")
-        try:
-            return await self._out.receive()
-        except anyio.EndOfStream:
-            raise anyio.ClosedResourceError from None
+        return await self._readers.receive()
 
     def _destination(self, dest: Any) -> Endpoint:
         if (
@@ -282,32 +234,15 @@ class UdpTransport:
 
     # ------------------------------------------------------------------ receiving
 
-    async def _read(self, sock: socket.socket, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        self._readers_left += 1
-        try:
-            # Each reader has a cancel scope of its own, and closing cancels those, not the
-            # task group's: the task group was entered in the caller's task, so its scope
-            # also holds whatever the caller entered after it (a Node, the code after a leave).
-            with anyio.CancelScope() as scope:
-                self._reader_scopes.append(scope)
-                task_status.started()
-                while not self._closed:
-                    await anyio.wait_readable(sock)
-                    self._drain(sock)
-        finally:
-            sock.close()
-            self._readers_left -= 1
-            if self._readers_left == 0 and self._readers_done is not None:
-                self._readers_done.set()
-
-    def _drain(self, sock: socket.socket) -> None:
+    def _drain(self, sock: socket.socket) -> bool:
+        """Read what ``sock`` holds (a burst at most); False once the transport closed."""
         counters = self._counters
         limit = self.max_datagram
         for _ in range(_READ_BURST):
             try:
                 data, raw = sock.recvfrom(limit + 1)  # one byte more: tells an oversized datagram
             except BlockingIOError:
-                return
+                return True
             except OSError as exc:
                 counters["receive_error"] += 1
                 if exc.errno in _TRANSIENT:
@@ -315,7 +250,7 @@ class UdpTransport:
                     continue
                 log.warning("udp %s: the socket failed (%s): closing the transport", endpoint_text(self.address), exc)
                 self._close()  # the network went away: behave as if closed
-                return
+                return False
             counters["datagrams_in"] += 1
             counters["bytes_in"] += len(data)
             if len(data) > limit:
@@ -326,13 +261,13 @@ class UdpTransport:
             if source == self.address:
                 counters["own"] += 1
                 continue
-            try:
-                self._in.send_nowait((data, source))
-            except anyio.WouldBlock:
+            refused = self._readers.offer((data, source))
+            if refused == "buffer_full":
                 counters["buffer_full"] += 1
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                return
+            elif refused == "closed":
+                return False
+        return True
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
+        state = " closed" if self._readers.closed else ""
         return f"<UdpTransport {self.mode} {endpoint_text(self.address)}{state}>"
